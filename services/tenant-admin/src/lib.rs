@@ -1,0 +1,125 @@
+//! tenant-admin: tenants (super admins), organizations, members, invitations, billing, usage,
+//! audit and login. Default port 50051.
+//!
+//! Variables (besides the shared ones of `tenantry_runtime::config`):
+//! `TENANT_ADMIN_ADDR` (default `0.0.0.0:50051`), `TENANT_SETTINGS_URL`
+//! (default `http://127.0.0.1:50052`), `PROVISIONING_URL` (default `http://127.0.0.1:50053`).
+
+mod api;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use secrecy::ExposeSecret;
+use tenantry_auth::{AuthLayer, Verifier};
+use tenantry_proto::admin::v1 as pb;
+use tenantry_runtime::{CommonConfig, ServeOptions, config};
+use tokio::net::TcpListener;
+use tonic::service::RoutesBuilder;
+
+/// The gRPC services this binary serves.
+pub const SERVICES: [&str; 7] = [
+    "tenantry.admin.v1.TenantAdminService",
+    "tenantry.admin.v1.OrganizationService",
+    "tenantry.admin.v1.BillingService",
+    "tenantry.admin.v1.UsageService",
+    "tenantry.admin.v1.AuditService",
+    "tenantry.admin.v1.AuthService",
+    "tenantry.admin.v1.TenantInternalService",
+];
+
+/// tenant-admin's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen_addr: SocketAddr,
+    /// tenant-settings' URL.
+    pub settings_url: String,
+    /// provisioning's URL.
+    pub provisioning_url: String,
+    /// The shared settings.
+    pub common: CommonConfig,
+}
+
+impl Config {
+    /// Reads the configuration from the environment.
+    ///
+    /// # Errors
+    ///
+    /// A missing or malformed variable.
+    pub fn from_env() -> Result<Self, config::ConfigError> {
+        Ok(Self {
+            listen_addr: config::parsed("TENANT_ADMIN_ADDR", ([0, 0, 0, 0], 50051).into())?,
+            settings_url: config::var("TENANT_SETTINGS_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:50052".into()),
+            provisioning_url: config::var("PROVISIONING_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:50053".into()),
+            common: CommonConfig::from_env()?,
+        })
+    }
+}
+
+/// Binds the configured address and serves until Ctrl-C or SIGTERM.
+///
+/// # Errors
+///
+/// Start-up failures (bind, migrations, keys) and transport errors.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen_addr).await?;
+    serve(config, listener, tenantry_runtime::shutdown_signal()).await
+}
+
+/// Serves on an already-bound listener until `shutdown` resolves.
+///
+/// # Errors
+///
+/// Start-up failures (migrations, keys) and transport errors.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if let Some(admin) = &config.common.database_admin_url {
+        tenantry_db::migrate(admin.expose_secret(), config.common.app_db_password.expose_secret())
+            .await?;
+    }
+    let mut pool_config = tenantry_db::PoolConfig::new(config.common.database_url.expose_secret());
+    pool_config.max_size = config.common.pool_size;
+    let pool = tenantry_db::connect(&pool_config).await?;
+    let state = api::State { pool };
+    let auth = AuthLayer::new(Verifier::new(&config.common.auth)?, config.common.self_serve_signup);
+
+    let mut routes = RoutesBuilder::default();
+    routes
+        .add_service(pb::tenant_admin_service_server::TenantAdminServiceServer::new(
+            api::TenantsApi::new(state.clone()),
+        ))
+        .add_service(pb::organization_service_server::OrganizationServiceServer::new(
+            api::OrganizationsApi::new(state.clone()),
+        ))
+        .add_service(pb::billing_service_server::BillingServiceServer::new(api::BillingApi::new(
+            state.clone(),
+        )))
+        .add_service(pb::usage_service_server::UsageServiceServer::new(api::UsageApi::new(
+            state.clone(),
+        )))
+        .add_service(pb::audit_service_server::AuditServiceServer::new(api::AuditApi::new(
+            state.clone(),
+        )))
+        .add_service(pb::auth_service_server::AuthServiceServer::new(api::AuthApi::new(
+            state.clone(),
+        )))
+        .add_service(pb::tenant_internal_service_server::TenantInternalServiceServer::new(
+            api::InternalApi::new(state),
+        ));
+
+    let options = ServeOptions {
+        name: "tenant-admin",
+        services: SERVICES.to_vec(),
+        auth,
+        cors_origins: config.common.cors_origins.clone(),
+        shutdown_grace: config.common.shutdown_grace,
+    };
+    tenantry_runtime::serve(listener, routes, options, shutdown).await?;
+    Ok(())
+}

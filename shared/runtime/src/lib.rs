@@ -1,0 +1,11 @@
+//! The runtime every Tenantry service shares: typed configuration from the environment
+//! ([`config`]), tracing ([`telemetry`]) and the gRPC server ([`server`]) with health,
+//! reflection v1 and v1alpha, grpc-web with CORS on the same port, the auth layer and a graceful
+//! shutdown with a drain bound.
+
+pub mod config;
+pub mod server;
+pub mod telemetry;
+
+pub use config::{CommonConfig, ConfigError};
+pub use server::{ServeError, ServeOptions, serve, shutdown_signal};
