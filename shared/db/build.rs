@@ -5,7 +5,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 
 fn walk(dir: &Path, hasher: &mut DefaultHasher) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for p in paths {
@@ -23,5 +25,8 @@ fn main() {
     println!("cargo:rerun-if-changed=migrations");
     let mut hasher = DefaultHasher::new();
     walk(Path::new("migrations"), &mut hasher);
-    println!("cargo:rustc-env=TENANTRY_SCHEMA_FINGERPRINT={:016x}", hasher.finish());
+    println!(
+        "cargo:rustc-env=TENANTRY_SCHEMA_FINGERPRINT={:016x}",
+        hasher.finish()
+    );
 }

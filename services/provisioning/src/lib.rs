@@ -18,9 +18,7 @@ use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
 
 /// The gRPC services this binary serves.
-pub const SERVICES: [&str; 1] = [
-    "tenantry.provisioning.v1.ProvisioningService",
-];
+pub const SERVICES: [&str; 1] = ["tenantry.provisioning.v1.ProvisioningService"];
 
 /// provisioning's configuration.
 #[derive(Debug, Clone)]
@@ -74,19 +72,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     if let Some(admin) = &config.common.database_admin_url {
-        tenantry_db::migrate(admin.expose_secret(), config.common.app_db_password.expose_secret())
-            .await?;
+        tenantry_db::migrate(
+            admin.expose_secret(),
+            config.common.app_db_password.expose_secret(),
+        )
+        .await?;
     }
     let mut pool_config = tenantry_db::PoolConfig::new(config.common.database_url.expose_secret());
     pool_config.max_size = config.common.pool_size;
     let pool = tenantry_db::connect(&pool_config).await?;
     let state = api::State { pool };
-    let auth = AuthLayer::new(Verifier::new(&config.common.auth)?, config.common.self_serve_signup);
+    let auth = AuthLayer::new(
+        Verifier::new(&config.common.auth)?,
+        config.common.self_serve_signup,
+    );
 
     let mut routes = RoutesBuilder::default();
-    routes.add_service(pb::provisioning_service_server::ProvisioningServiceServer::new(
-        api::ProvisioningApi::new(state),
-    ));
+    routes.add_service(
+        pb::provisioning_service_server::ProvisioningServiceServer::new(api::ProvisioningApi::new(
+            state,
+        )),
+    );
 
     let options = ServeOptions {
         name: "provisioning",

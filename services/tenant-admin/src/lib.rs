@@ -80,38 +80,50 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     if let Some(admin) = &config.common.database_admin_url {
-        tenantry_db::migrate(admin.expose_secret(), config.common.app_db_password.expose_secret())
-            .await?;
+        tenantry_db::migrate(
+            admin.expose_secret(),
+            config.common.app_db_password.expose_secret(),
+        )
+        .await?;
     }
     let mut pool_config = tenantry_db::PoolConfig::new(config.common.database_url.expose_secret());
     pool_config.max_size = config.common.pool_size;
     let pool = tenantry_db::connect(&pool_config).await?;
     let state = api::State { pool };
-    let auth = AuthLayer::new(Verifier::new(&config.common.auth)?, config.common.self_serve_signup);
+    let auth = AuthLayer::new(
+        Verifier::new(&config.common.auth)?,
+        config.common.self_serve_signup,
+    );
 
     let mut routes = RoutesBuilder::default();
     routes
-        .add_service(pb::tenant_admin_service_server::TenantAdminServiceServer::new(
-            api::TenantsApi::new(state.clone()),
+        .add_service(
+            pb::tenant_admin_service_server::TenantAdminServiceServer::new(api::TenantsApi::new(
+                state.clone(),
+            )),
+        )
+        .add_service(
+            pb::organization_service_server::OrganizationServiceServer::new(
+                api::OrganizationsApi::new(state.clone()),
+            ),
+        )
+        .add_service(pb::billing_service_server::BillingServiceServer::new(
+            api::BillingApi::new(state.clone()),
         ))
-        .add_service(pb::organization_service_server::OrganizationServiceServer::new(
-            api::OrganizationsApi::new(state.clone()),
+        .add_service(pb::usage_service_server::UsageServiceServer::new(
+            api::UsageApi::new(state.clone()),
         ))
-        .add_service(pb::billing_service_server::BillingServiceServer::new(api::BillingApi::new(
-            state.clone(),
-        )))
-        .add_service(pb::usage_service_server::UsageServiceServer::new(api::UsageApi::new(
-            state.clone(),
-        )))
-        .add_service(pb::audit_service_server::AuditServiceServer::new(api::AuditApi::new(
-            state.clone(),
-        )))
-        .add_service(pb::auth_service_server::AuthServiceServer::new(api::AuthApi::new(
-            state.clone(),
-        )))
-        .add_service(pb::tenant_internal_service_server::TenantInternalServiceServer::new(
-            api::InternalApi::new(state),
-        ));
+        .add_service(pb::audit_service_server::AuditServiceServer::new(
+            api::AuditApi::new(state.clone()),
+        ))
+        .add_service(pb::auth_service_server::AuthServiceServer::new(
+            api::AuthApi::new(state.clone()),
+        ))
+        .add_service(
+            pb::tenant_internal_service_server::TenantInternalServiceServer::new(
+                api::InternalApi::new(state),
+            ),
+        );
 
     let options = ServeOptions {
         name: "tenant-admin",

@@ -17,9 +17,7 @@ use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
 
 /// The gRPC services this binary serves.
-pub const SERVICES: [&str; 1] = [
-    "tenantry.settings.v1.TenantSettingsService",
-];
+pub const SERVICES: [&str; 1] = ["tenantry.settings.v1.TenantSettingsService"];
 
 /// tenant-settings's configuration.
 #[derive(Debug, Clone)]
@@ -65,19 +63,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     if let Some(admin) = &config.common.database_admin_url {
-        tenantry_db::migrate(admin.expose_secret(), config.common.app_db_password.expose_secret())
-            .await?;
+        tenantry_db::migrate(
+            admin.expose_secret(),
+            config.common.app_db_password.expose_secret(),
+        )
+        .await?;
     }
     let mut pool_config = tenantry_db::PoolConfig::new(config.common.database_url.expose_secret());
     pool_config.max_size = config.common.pool_size;
     let pool = tenantry_db::connect(&pool_config).await?;
     let state = api::State { pool };
-    let auth = AuthLayer::new(Verifier::new(&config.common.auth)?, config.common.self_serve_signup);
+    let auth = AuthLayer::new(
+        Verifier::new(&config.common.auth)?,
+        config.common.self_serve_signup,
+    );
 
     let mut routes = RoutesBuilder::default();
-    routes.add_service(pb::tenant_settings_service_server::TenantSettingsServiceServer::new(
-        api::SettingsApi::new(state),
-    ));
+    routes.add_service(
+        pb::tenant_settings_service_server::TenantSettingsServiceServer::new(
+            api::SettingsApi::new(state),
+        ),
+    );
 
     let options = ServeOptions {
         name: "tenant-settings",

@@ -148,9 +148,10 @@ impl Caller {
         let parsed = if requested.is_empty() {
             None
         } else {
-            Some(Uuid::parse_str(requested).map_err(|_| {
-                crate::rules::invalid_field("tenant_id", "must be a uuid")
-            })?)
+            Some(
+                Uuid::parse_str(requested)
+                    .map_err(|_| crate::rules::invalid_field("tenant_id", "must be a uuid"))?,
+            )
         };
         if self.is_super_admin() || self.is_service() {
             return parsed.ok_or_else(|| crate::rules::invalid_field("tenant_id", "is required"));

@@ -16,13 +16,16 @@ const SERVICE_TOKEN_TTL_SECS: i64 = 120;
 /// A cached token is replaced when it has less than this left.
 const REFRESH_MARGIN_SECS: i64 = 30;
 
+/// A minted `authorization` value and its expiry (seconds since the epoch).
+type CachedToken = (MetadataValue<tonic::metadata::Ascii>, i64);
+
 /// A client interceptor that attaches a short-lived `service` token to every outgoing call,
 /// minting a new one shortly before the cached one expires.
 #[derive(Clone)]
 pub struct ServiceTokenInterceptor {
     signer: Signer,
     service_name: String,
-    cache: Arc<Mutex<Option<(MetadataValue<tonic::metadata::Ascii>, i64)>>>,
+    cache: Arc<Mutex<Option<CachedToken>>>,
 }
 
 impl std::fmt::Debug for ServiceTokenInterceptor {
@@ -37,12 +40,19 @@ impl ServiceTokenInterceptor {
     /// Builds an interceptor that signs as `service_name`.
     #[must_use]
     pub fn new(signer: Signer, service_name: impl Into<String>) -> Self {
-        Self { signer, service_name: service_name.into(), cache: Arc::new(Mutex::new(None)) }
+        Self {
+            signer,
+            service_name: service_name.into(),
+            cache: Arc::new(Mutex::new(None)),
+        }
     }
 
     fn token(&self) -> Result<MetadataValue<tonic::metadata::Ascii>, Status> {
         let now = chrono::Utc::now().timestamp();
-        let mut cache = self.cache.lock().map_err(|_| Status::internal("token cache poisoned"))?;
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| Status::internal("token cache poisoned"))?;
         if let Some((value, exp)) = cache.as_ref()
             && *exp - now > REFRESH_MARGIN_SECS
         {
@@ -50,7 +60,12 @@ impl ServiceTokenInterceptor {
         }
         let token = self
             .signer
-            .mint(&self.service_name, Some(PlatformRole::Service), None, SERVICE_TOKEN_TTL_SECS)
+            .mint(
+                &self.service_name,
+                Some(PlatformRole::Service),
+                None,
+                SERVICE_TOKEN_TTL_SECS,
+            )
             .map_err(|_| Status::internal("cannot sign a service token"))?;
         let value: MetadataValue<_> = format!("Bearer {token}")
             .parse()

@@ -68,7 +68,10 @@ impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")
             .field("algorithm", &self.algorithm)
-            .field("public_keys", &self.public_keys.iter().map(|k| &k.0).collect::<Vec<_>>())
+            .field(
+                "public_keys",
+                &self.public_keys.iter().map(|k| &k.0).collect::<Vec<_>>(),
+            )
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
@@ -186,11 +189,16 @@ impl Claims {
         };
         let tenant_id = match self.org.as_deref() {
             None | Some("") => None,
-            Some(o) => Some(Uuid::parse_str(o).map_err(|_| TokenError::Claims("org is not a uuid"))?),
+            Some(o) => {
+                Some(Uuid::parse_str(o).map_err(|_| TokenError::Claims("org is not a uuid"))?)
+            }
         };
         let org_role = match self.org_role.as_deref() {
             None | Some("") => None,
-            Some(r) => Some(r.parse().map_err(|()| TokenError::Claims("unknown org_role"))?),
+            Some(r) => Some(
+                r.parse()
+                    .map_err(|()| TokenError::Claims("unknown org_role"))?,
+            ),
         };
         if org_role.is_some() && tenant_id.is_none() {
             return Err(TokenError::Claims("org_role without org"));
@@ -247,9 +255,10 @@ impl Verifier {
         let mut by_kid = HashMap::new();
         match config.algorithm {
             Algorithm::Hs256 => {
-                let secret = config.hs256_secret.as_ref().ok_or_else(|| {
-                    KeyError::Config("HS256 needs TENANTRY_JWT_SECRET".into())
-                })?;
+                let secret = config
+                    .hs256_secret
+                    .as_ref()
+                    .ok_or_else(|| KeyError::Config("HS256 needs TENANTRY_JWT_SECRET".into()))?;
                 if secret.expose_secret().len() < 32 {
                     return Err(KeyError::Config(
                         "the HS256 secret must be at least 32 bytes".into(),
@@ -269,12 +278,20 @@ impl Verifier {
                         Algorithm::EdDsa => DecodingKey::from_ed_pem(pem.as_bytes()),
                         _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
                     }
-                    .map_err(|source| KeyError::Key { kid: kid.clone(), source })?;
+                    .map_err(|source| KeyError::Key {
+                        kid: kid.clone(),
+                        source,
+                    })?;
                     by_kid.insert(kid.clone(), key);
                 }
             }
         }
-        Ok(Self { algorithm: config.algorithm, hs256, by_kid, validation })
+        Ok(Self {
+            algorithm: config.algorithm,
+            hs256,
+            by_kid,
+            validation,
+        })
     }
 
     /// Verifies a token and returns its caller.
@@ -311,7 +328,9 @@ pub struct Signer {
 
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Signer").field("alg", &self.header.alg).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("alg", &self.header.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -325,9 +344,10 @@ impl Signer {
         let mut header = Header::new(config.algorithm.jwt());
         let key = match config.algorithm {
             Algorithm::Hs256 => {
-                let secret = config.hs256_secret.as_ref().ok_or_else(|| {
-                    KeyError::Config("HS256 needs TENANTRY_JWT_SECRET".into())
-                })?;
+                let secret = config
+                    .hs256_secret
+                    .as_ref()
+                    .ok_or_else(|| KeyError::Config("HS256 needs TENANTRY_JWT_SECRET".into()))?;
                 EncodingKey::from_secret(secret.expose_secret().as_bytes())
             }
             Algorithm::EdDsa | Algorithm::Rs256 => {
@@ -339,10 +359,17 @@ impl Signer {
                     Algorithm::EdDsa => EncodingKey::from_ed_pem(pem.expose_secret().as_bytes()),
                     _ => EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes()),
                 }
-                .map_err(|source| KeyError::Key { kid: kid.clone(), source })?
+                .map_err(|source| KeyError::Key {
+                    kid: kid.clone(),
+                    source,
+                })?
             }
         };
-        Ok(Self { config: config.clone(), key, header })
+        Ok(Self {
+            config: config.clone(),
+            key,
+            header,
+        })
     }
 
     /// Returns the configuration the signer was built from.

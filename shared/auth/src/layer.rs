@@ -33,7 +33,12 @@ impl AuthLayer {
     /// Builds the layer. `signup_enabled` makes `CreateOrganization` public (self-serve).
     #[must_use]
     pub fn new(verifier: Verifier, signup_enabled: bool) -> Self {
-        Self { state: Arc::new(State { verifier, signup_enabled }) }
+        Self {
+            state: Arc::new(State {
+                verifier,
+                signup_enabled,
+            }),
+        }
     }
 
     /// Decides one call: returns the caller to attach, or the status to answer with.
@@ -43,7 +48,9 @@ impl AuthLayer {
         }
         let Some(rule) = rule_for(path) else {
             tracing::warn!(rpc.method = path, "refused: no authorization rule");
-            return Err(Status::permission_denied("no authorization rule for this method"));
+            return Err(Status::permission_denied(
+                "no authorization rule for this method",
+            ));
         };
         let token = bearer(headers);
         if rule.is_public(self.state.signup_enabled) {
@@ -57,7 +64,9 @@ impl AuthLayer {
             Status::unauthenticated("invalid or expired token")
         })?;
         if !rule.admits(&caller) {
-            return Err(Status::permission_denied("the caller's role may not call this method"));
+            return Err(Status::permission_denied(
+                "the caller's role may not call this method",
+            ));
         }
         if caller.is_service() {
             caller.actor = headers
@@ -73,14 +82,20 @@ impl AuthLayer {
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { layer: self.clone(), inner }
+        AuthService {
+            layer: self.clone(),
+            inner,
+        }
     }
 }
 

@@ -26,35 +26,66 @@ pub struct Rule {
 }
 
 impl Rule {
-    const NONE: Self =
-        Self { public: false, signup: false, super_admin: false, service: false, org: None };
+    const NONE: Self = Self {
+        public: false,
+        signup: false,
+        super_admin: false,
+        service: false,
+        org: None,
+    };
     /// No token needed.
-    pub const PUBLIC: Self = Self { public: true, ..Self::NONE };
+    pub const PUBLIC: Self = Self {
+        public: true,
+        ..Self::NONE
+    };
     /// Super admins only.
-    pub const SA: Self = Self { super_admin: true, ..Self::NONE };
+    pub const SA: Self = Self {
+        super_admin: true,
+        ..Self::NONE
+    };
     /// Services only.
-    pub const SVC: Self = Self { service: true, ..Self::NONE };
+    pub const SVC: Self = Self {
+        service: true,
+        ..Self::NONE
+    };
     /// Super admins and services.
-    pub const SA_SVC: Self = Self { super_admin: true, service: true, ..Self::NONE };
+    pub const SA_SVC: Self = Self {
+        super_admin: true,
+        service: true,
+        ..Self::NONE
+    };
     /// Public when self-serve signup is on, otherwise super admins.
-    pub const SIGNUP: Self = Self { signup: true, super_admin: true, ..Self::NONE };
+    pub const SIGNUP: Self = Self {
+        signup: true,
+        super_admin: true,
+        ..Self::NONE
+    };
 
     /// Members with at least `role`.
     #[must_use]
     pub const fn org(role: OrgRole) -> Self {
-        Self { org: Some(role), ..Self::NONE }
+        Self {
+            org: Some(role),
+            ..Self::NONE
+        }
     }
 
     /// Adds super admins.
     #[must_use]
     pub const fn or_sa(self) -> Self {
-        Self { super_admin: true, ..self }
+        Self {
+            super_admin: true,
+            ..self
+        }
     }
 
     /// Adds services.
     #[must_use]
     pub const fn or_svc(self) -> Self {
-        Self { service: true, ..self }
+        Self {
+            service: true,
+            ..self
+        }
     }
 
     /// Tells whether the rule needs no token, given the signup setting.
@@ -92,63 +123,273 @@ const TABLE: &[(&str, &str, &str, Rule)] = &[
     (ADMIN, "TenantAdminService", "RestoreTenant", Rule::SA),
     (ADMIN, "TenantAdminService", "ProvisionTenant", Rule::SA),
     // Organizations.
-    (ADMIN, "OrganizationService", "CreateOrganization", Rule::SIGNUP),
-    (ADMIN, "OrganizationService", "GetCurrentOrganization", Rule::org(Member)),
-    (ADMIN, "OrganizationService", "GetOrganization", Rule::org(Member).or_sa()),
-    (ADMIN, "OrganizationService", "UpdateOrganization", Rule::org(Admin)),
-    (ADMIN, "OrganizationService", "ListMembers", Rule::org(Member)),
-    (ADMIN, "OrganizationService", "UpdateMemberRole", Rule::org(Admin)),
-    (ADMIN, "OrganizationService", "RemoveMember", Rule::org(Admin)),
-    (ADMIN, "OrganizationService", "CreateInvitation", Rule::org(Manager)),
-    (ADMIN, "OrganizationService", "ListInvitations", Rule::org(Manager)),
-    (ADMIN, "OrganizationService", "RevokeInvitation", Rule::org(Manager)),
-    (ADMIN, "OrganizationService", "ResendInvitation", Rule::org(Manager)),
-    (ADMIN, "OrganizationService", "AcceptInvitation", Rule::PUBLIC),
-    (ADMIN, "OrganizationService", "DeclineInvitation", Rule::PUBLIC),
-    (ADMIN, "OrganizationService", "UpdateSubscription", Rule::org(Admin)),
+    (
+        ADMIN,
+        "OrganizationService",
+        "CreateOrganization",
+        Rule::SIGNUP,
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "GetCurrentOrganization",
+        Rule::org(Member),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "GetOrganization",
+        Rule::org(Member).or_sa(),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "UpdateOrganization",
+        Rule::org(Admin),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "ListMembers",
+        Rule::org(Member),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "UpdateMemberRole",
+        Rule::org(Admin),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "RemoveMember",
+        Rule::org(Admin),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "CreateInvitation",
+        Rule::org(Manager),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "ListInvitations",
+        Rule::org(Manager),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "RevokeInvitation",
+        Rule::org(Manager),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "ResendInvitation",
+        Rule::org(Manager),
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "AcceptInvitation",
+        Rule::PUBLIC,
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "DeclineInvitation",
+        Rule::PUBLIC,
+    ),
+    (
+        ADMIN,
+        "OrganizationService",
+        "UpdateSubscription",
+        Rule::org(Admin),
+    ),
     (ADMIN, "OrganizationService", "GetUsage", Rule::org(Member)),
-    (ADMIN, "OrganizationService", "GetFeatures", Rule::org(Member)),
+    (
+        ADMIN,
+        "OrganizationService",
+        "GetFeatures",
+        Rule::org(Member),
+    ),
     // Billing.
-    (ADMIN, "BillingService", "GetBillingUsage", Rule::org(Member)),
-    (ADMIN, "BillingService", "GetSubscription", Rule::org(Member)),
-    (ADMIN, "BillingService", "ListUsageHistory", Rule::org(Member)),
-    (ADMIN, "BillingService", "ChangeSubscription", Rule::org(Admin)),
+    (
+        ADMIN,
+        "BillingService",
+        "GetBillingUsage",
+        Rule::org(Member),
+    ),
+    (
+        ADMIN,
+        "BillingService",
+        "GetSubscription",
+        Rule::org(Member),
+    ),
+    (
+        ADMIN,
+        "BillingService",
+        "ListUsageHistory",
+        Rule::org(Member),
+    ),
+    (
+        ADMIN,
+        "BillingService",
+        "ChangeSubscription",
+        Rule::org(Admin),
+    ),
     (ADMIN, "BillingService", "ListInvoices", Rule::org(Admin)),
-    (ADMIN, "BillingService", "ListPaymentMethods", Rule::org(Admin)),
-    (ADMIN, "BillingService", "AddPaymentMethod", Rule::org(Admin)),
-    (ADMIN, "BillingService", "RemovePaymentMethod", Rule::org(Admin)),
-    (ADMIN, "BillingService", "SetDefaultPaymentMethod", Rule::org(Admin)),
+    (
+        ADMIN,
+        "BillingService",
+        "ListPaymentMethods",
+        Rule::org(Admin),
+    ),
+    (
+        ADMIN,
+        "BillingService",
+        "AddPaymentMethod",
+        Rule::org(Admin),
+    ),
+    (
+        ADMIN,
+        "BillingService",
+        "RemovePaymentMethod",
+        Rule::org(Admin),
+    ),
+    (
+        ADMIN,
+        "BillingService",
+        "SetDefaultPaymentMethod",
+        Rule::org(Admin),
+    ),
     // Usage recording by the platform's backend services.
     (ADMIN, "UsageService", "RecordUsage", Rule::SVC),
     // Audit trail: any tenant for super admins, their own for org admins.
-    (ADMIN, "AuditService", "ListAuditEvents", Rule::org(Admin).or_sa()),
+    (
+        ADMIN,
+        "AuditService",
+        "ListAuditEvents",
+        Rule::org(Admin).or_sa(),
+    ),
     // Login and set-password are public: the credential is in the request.
     (ADMIN, "AuthService", "Login", Rule::PUBLIC),
     (ADMIN, "AuthService", "SetPassword", Rule::PUBLIC),
     // Called by provisioning only.
-    (ADMIN, "TenantInternalService", "CreateTenantAdmin", Rule::SVC),
-    (ADMIN, "TenantInternalService", "MarkTenantVerified", Rule::SVC),
+    (
+        ADMIN,
+        "TenantInternalService",
+        "CreateTenantAdmin",
+        Rule::SVC,
+    ),
+    (
+        ADMIN,
+        "TenantInternalService",
+        "MarkTenantVerified",
+        Rule::SVC,
+    ),
     // tenant-settings.
-    (SETTINGS, "TenantSettingsService", "GetSettings", Rule::org(Member).or_sa()),
-    (SETTINGS, "TenantSettingsService", "UpdateSettings", Rule::org(Admin)),
-    (SETTINGS, "TenantSettingsService", "UpdateCustomSettings", Rule::org(Admin)),
-    (SETTINGS, "TenantSettingsService", "GetFeatures", Rule::org(Member).or_sa()),
-    (SETTINGS, "TenantSettingsService", "SetFeature", Rule::org(Admin)),
-    (SETTINGS, "TenantSettingsService", "GrantFeatureOverride", Rule::SA),
-    (SETTINGS, "TenantSettingsService", "RevokeFeatureOverride", Rule::SA),
-    (SETTINGS, "TenantSettingsService", "GetLimits", Rule::org(Member).or_sa()),
-    (SETTINGS, "TenantSettingsService", "GetIntegrations", Rule::org(Member)),
-    (SETTINGS, "TenantSettingsService", "UpdateIntegration", Rule::org(Admin)),
-    (SETTINGS, "TenantSettingsService", "RemoveIntegration", Rule::org(Admin)),
-    (SETTINGS, "TenantSettingsService", "CheckFeatures", Rule::org(Member).or_svc()),
-    (SETTINGS, "TenantSettingsService", "WatchTenant", Rule::org(Member).or_svc()),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "GetSettings",
+        Rule::org(Member).or_sa(),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "UpdateSettings",
+        Rule::org(Admin),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "UpdateCustomSettings",
+        Rule::org(Admin),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "GetFeatures",
+        Rule::org(Member).or_sa(),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "SetFeature",
+        Rule::org(Admin),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "GrantFeatureOverride",
+        Rule::SA,
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "RevokeFeatureOverride",
+        Rule::SA,
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "GetLimits",
+        Rule::org(Member).or_sa(),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "GetIntegrations",
+        Rule::org(Member),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "UpdateIntegration",
+        Rule::org(Admin),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "RemoveIntegration",
+        Rule::org(Admin),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "CheckFeatures",
+        Rule::org(Member).or_svc(),
+    ),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "WatchTenant",
+        Rule::org(Member).or_svc(),
+    ),
     (SETTINGS, "TenantSettingsService", "ApplyTier", Rule::SVC),
-    (SETTINGS, "TenantSettingsService", "InitializeDefaults", Rule::SVC),
+    (
+        SETTINGS,
+        "TenantSettingsService",
+        "InitializeDefaults",
+        Rule::SVC,
+    ),
     // provisioning.
     (PROV, "ProvisioningService", "ProvisionTenant", Rule::SA_SVC),
     (PROV, "ProvisioningService", "GetProvisioningJob", Rule::SA),
-    (PROV, "ProvisioningService", "ListProvisioningJobs", Rule::SA),
-    (PROV, "ProvisioningService", "DeprovisionTenant", Rule::SA_SVC),
+    (
+        PROV,
+        "ProvisioningService",
+        "ListProvisioningJobs",
+        Rule::SA,
+    ),
+    (
+        PROV,
+        "ProvisioningService",
+        "DeprovisionTenant",
+        Rule::SA_SVC,
+    ),
     (PROV, "ProvisioningService", "ListBackups", Rule::SA),
     (PROV, "ProvisioningService", "RestoreTenant", Rule::SA),
 ];
@@ -177,7 +418,10 @@ pub fn rule_for(path: &str) -> Option<Rule> {
 /// against the descriptor set.
 #[must_use]
 pub fn all_paths() -> Vec<String> {
-    TABLE.iter().map(|(p, s, m, _)| format!("{p}{s}/{m}")).collect()
+    TABLE
+        .iter()
+        .map(|(p, s, m, _)| format!("{p}{s}/{m}"))
+        .collect()
 }
 
 /// Builds an INVALID_ARGUMENT status whose `google.rpc.BadRequest` detail names the field.

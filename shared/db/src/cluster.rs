@@ -79,12 +79,16 @@ pub fn bin_dir() -> Result<PathBuf, ClusterError> {
     if let Some((_, p)) = found.pop() {
         return Ok(p);
     }
-    which("initdb").and_then(|p| p.parent().map(Path::to_path_buf)).ok_or(ClusterError::NoBinaries)
+    which("initdb")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .ok_or(ClusterError::NoBinaries)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.exists())
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
     })
 }
 
@@ -107,10 +111,16 @@ impl Cluster {
             .truncate(false)
             .write(true)
             .open(base.join("lock"))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+        let _lock =
+            Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
 
         let bin = bin_dir()?;
-        let mut cluster = Self { base: base.clone(), bin, port: 0, as_postgres };
+        let mut cluster = Self {
+            base: base.clone(),
+            bin,
+            port: 0,
+            as_postgres,
+        };
         let data = cluster.data_dir();
         if !data.join("PG_VERSION").exists() {
             if data.exists() {
@@ -119,7 +129,18 @@ impl Cluster {
             let data_s = data.display().to_string();
             cluster.run(
                 "initdb",
-                &["-D", &data_s, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+                &[
+                    "-D",
+                    &data_s,
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
             )?;
             let mut conf = String::from(
                 "\n# written by tenantry\nlisten_addresses = '127.0.0.1'\nmax_connections = 300\nshared_buffers = 128MB\n",
@@ -134,8 +155,9 @@ impl Cluster {
         }
         let port_file = base.join("port");
         if cluster.running() {
-            if let Some(port) =
-                std::fs::read_to_string(&port_file).ok().and_then(|s| s.trim().parse().ok())
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
             {
                 cluster.port = port;
                 return Ok(cluster);
@@ -147,7 +169,12 @@ impl Cluster {
         let opts = format!("-p {} -k {}", cluster.port, base.display());
         let data_s = data.display().to_string();
         let log = base.join("postgres.log").display().to_string();
-        cluster.run("pg_ctl", &["-D", &data_s, "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])?;
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D", &data_s, "-l", &log, "-w", "-t", "60", "-o", &opts, "start",
+            ],
+        )?;
         Ok(cluster)
     }
 
@@ -202,7 +229,10 @@ impl Cluster {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<(), ClusterError> {
-        let out = self.command(program, args).current_dir(&self.base).output()?;
+        let out = self
+            .command(program, args)
+            .current_dir(&self.base)
+            .output()?;
         if out.status.success() {
             Ok(())
         } else {
@@ -219,7 +249,10 @@ impl Cluster {
 }
 
 fn chown_postgres(path: &Path) -> Result<(), ClusterError> {
-    let out = Command::new("chown").args(["-R", "postgres:"]).arg(path).output()?;
+    let out = Command::new("chown")
+        .args(["-R", "postgres:"])
+        .arg(path)
+        .output()?;
     if out.status.success() {
         Ok(())
     } else {

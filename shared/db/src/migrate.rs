@@ -90,22 +90,20 @@ pub async fn migrate(admin_url: &str, app_password: &str) -> Result<Vec<String>,
         r#"DO $$
 BEGIN
   BEGIN
-    CREATE ROLE {owner} NOLOGIN;
+    CREATE ROLE {OWNER_ROLE} NOLOGIN;
   EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
   END;
   BEGIN
-    CREATE ROLE {app} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT;
+    CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT;
   EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
   END;
-  EXECUTE format('GRANT CONNECT ON DATABASE %I TO {app}', current_database());
-  EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO {owner}', current_database());
+  EXECUTE format('GRANT CONNECT ON DATABASE %I TO {APP_ROLE}', current_database());
+  EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO {OWNER_ROLE}', current_database());
   BEGIN
-    EXECUTE 'GRANT {owner} TO ' || quote_ident(session_user);
+    EXECUTE 'GRANT {OWNER_ROLE} TO ' || quote_ident(session_user);
   EXCEPTION WHEN OTHERS THEN NULL;
   END;
-END $$"#,
-        owner = OWNER_ROLE,
-        app = APP_ROLE,
+END $$"#
     );
     diesel::sql_query(bootstrap).execute(&mut conn).await?;
     diesel::sql_query(format!(
@@ -121,10 +119,14 @@ END $$"#,
         .execute(&mut conn)
         .await?;
     }
-    diesel::sql_query(format!("GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}"))
+    diesel::sql_query(format!(
+        "GRANT USAGE, CREATE ON SCHEMA public TO {OWNER_ROLE}"
+    ))
+    .execute(&mut conn)
+    .await?;
+    diesel::sql_query(format!("SET ROLE {OWNER_ROLE}"))
         .execute(&mut conn)
         .await?;
-    diesel::sql_query(format!("SET ROLE {OWNER_ROLE}")).execute(&mut conn).await?;
 
     let mut harness = AsyncMigrationHarness::new(conn);
     let applied = harness

@@ -1,12 +1,15 @@
 use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 
 /// The services' connection pool.
 pub type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 /// A connection checked out of [`Pool`].
-pub type PooledConn<'a> = bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+pub type PooledConn<'a> =
+    bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
 /// The error of a checkout: a pool timeout or a failed connect (maps to UNAVAILABLE).
 pub type PoolError = bb8::RunError<diesel_async::pooled_connection::PoolError>;
 
@@ -25,7 +28,11 @@ impl PoolConfig {
     /// Settings with the defaults for `url`.
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), max_size: 8, connect_timeout: Duration::from_secs(5) }
+        Self {
+            url: url.into(),
+            max_size: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -38,8 +45,10 @@ impl PoolConfig {
 pub async fn connect(config: &PoolConfig) -> Result<Pool, PoolError> {
     let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
     manager_config.recycling_method = RecyclingMethod::Fast;
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&config.url, manager_config);
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        &config.url,
+        manager_config,
+    );
     let pool = bb8::Pool::builder()
         .max_size(config.max_size)
         .connection_timeout(config.connect_timeout)

@@ -20,7 +20,8 @@ pub fn with_database(url: &str, database: &str) -> Result<String, url::ParseErro
 /// A parse error for a string that is not a URL, or one that cannot carry credentials.
 pub fn with_user(url: &str, user: &str, password: &str) -> Result<String, url::ParseError> {
     let mut u = Url::parse(url)?;
-    u.set_username(user).map_err(|()| url::ParseError::EmptyHost)?;
+    u.set_username(user)
+        .map_err(|()| url::ParseError::EmptyHost)?;
     u.set_password((!password.is_empty()).then_some(password))
         .map_err(|()| url::ParseError::EmptyHost)?;
     Ok(u.to_string())

@@ -69,10 +69,10 @@ where
 {
     match var(name) {
         None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|e: T::Err| ConfigError::Invalid { name, detail: e.to_string() }),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            detail: e.to_string(),
+        }),
     }
 }
 
@@ -87,7 +87,10 @@ pub fn flag(name: &'static str, default: bool) -> Result<bool, ConfigError> {
         Some(v) => match v.as_str() {
             "1" | "true" | "yes" | "on" => Ok(true),
             "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(ConfigError::Invalid { name, detail: format!("{v:?} is not a boolean") }),
+            _ => Err(ConfigError::Invalid {
+                name,
+                detail: format!("{v:?} is not a boolean"),
+            }),
         },
     }
 }
@@ -123,12 +126,18 @@ impl CommonConfig {
         Ok(Self {
             database_url: SecretString::from(required("DATABASE_URL")?),
             database_admin_url: var("DATABASE_ADMIN_URL").map(SecretString::from),
-            app_db_password: SecretString::from(var("TENANTRY_APP_DB_PASSWORD").unwrap_or_default()),
+            app_db_password: SecretString::from(
+                var("TENANTRY_APP_DB_PASSWORD").unwrap_or_default(),
+            ),
             pool_size: parsed("DATABASE_POOL_SIZE", 8)?,
             auth: auth_from_env()?,
             cors_origins: var("TENANTRY_CORS_ORIGINS")
                 .map(|v| {
-                    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
                 })
                 .unwrap_or_default(),
             self_serve_signup: flag("TENANTRY_SELF_SERVE_SIGNUP", false)?,
@@ -151,8 +160,10 @@ pub fn auth_from_env() -> Result<AuthConfig, ConfigError> {
             detail: e.to_string(),
         })?;
     let read = |name: &'static str, path: &str| {
-        std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Invalid { name, detail: format!("{path}: {e}") })
+        std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            name,
+            detail: format!("{path}: {e}"),
+        })
     };
     let mut public_keys = Vec::new();
     if let Some(list) = var("TENANTRY_JWT_PUBLIC_KEYS") {
@@ -161,7 +172,10 @@ pub fn auth_from_env() -> Result<AuthConfig, ConfigError> {
                 name: "TENANTRY_JWT_PUBLIC_KEYS",
                 detail: "expected kid=/path/to/key.pem".into(),
             })?;
-            public_keys.push((kid.trim().to_owned(), read("TENANTRY_JWT_PUBLIC_KEYS", path.trim())?));
+            public_keys.push((
+                kid.trim().to_owned(),
+                read("TENANTRY_JWT_PUBLIC_KEYS", path.trim())?,
+            ));
         }
     }
     let signing_key = match var("TENANTRY_JWT_SIGNING_KEY") {

@@ -13,8 +13,13 @@ use tonic_web::GrpcWebLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Headers a browser may send over grpc-web (DESIGN.md, Runtime).
-const ALLOW_HEADERS: [&str; 5] =
-    ["authorization", "x-grpc-web", "content-type", "x-user-agent", "grpc-timeout"];
+const ALLOW_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-grpc-web",
+    "content-type",
+    "x-user-agent",
+    "grpc-timeout",
+];
 /// Headers a browser may read from a grpc-web answer.
 const EXPOSE_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
@@ -82,7 +87,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     for name in &options.services {
-        health.set_service_status(*name, ServingStatus::Serving).await;
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
 
     let mut v1 = tonic_reflection::server::Builder::configure()
@@ -119,23 +126,30 @@ pub async fn serve(
     let signal = async move {
         let _ = stop_rx.await;
         // Tell load balancers first, then stop accepting.
-        health_on_stop.set_service_status("", ServingStatus::NotServing).await;
+        health_on_stop
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         for s in services {
-            health_on_stop.set_service_status(s, ServingStatus::NotServing).await;
+            health_on_stop
+                .set_service_status(s, ServingStatus::NotServing)
+                .await;
         }
         tracing::info!(service = name, "shutting down: draining in-flight calls");
     };
 
     let server = Server::builder()
         .accept_http1(true)
-        .trace_fn(|req: &http::Request<()>| {
-            tracing::info_span!("rpc", rpc.method = %req.uri().path())
-        })
+        .trace_fn(
+            |req: &http::Request<()>| tracing::info_span!("rpc", rpc.method = %req.uri().path()),
+        )
         .layer(cors)
         .layer(GrpcWebLayer::new())
         .layer(options.auth)
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), signal);
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            signal,
+        );
 
     let grace = options.shutdown_grace;
     tokio::select! {

@@ -6,7 +6,10 @@
 //! (`tenantry-test-pg/`) and leaves it running for the next test process, so `cargo test` works
 //! on a fresh machine with only Postgres installed.
 
-#![expect(clippy::unwrap_used, reason = "test support: a failed set-up should panic loudly")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test support: a failed set-up should panic loudly"
+)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -84,20 +87,22 @@ impl TestDb {
             .execute(&mut conn)
             .await
             .unwrap();
-        let exists: Count = diesel::sql_query(
-            "SELECT count(*) AS n FROM pg_database WHERE datname = $1",
-        )
-        .bind::<Text, _>(&template)
-        .get_result(&mut conn)
-        .await
-        .unwrap();
+        let exists: Count =
+            diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+                .bind::<Text, _>(&template)
+                .get_result(&mut conn)
+                .await
+                .unwrap();
         if exists.n == 0 {
             let building = format!("{template}_building");
             diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            diesel::sql_query(format!("CREATE DATABASE {building}")).execute(&mut conn).await.unwrap();
+            diesel::sql_query(format!("CREATE DATABASE {building}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
             let url = tenantry_db::urls::with_database(&server, &building).unwrap();
             tenantry_db::migrate(&url, TEST_APP_PASSWORD).await.unwrap();
             diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {template}"))
@@ -118,7 +123,11 @@ impl TestDb {
         let app_url =
             tenantry_db::urls::with_user(&admin_url, tenantry_db::APP_ROLE, TEST_APP_PASSWORD)
                 .unwrap();
-        Self { name, admin_url, app_url }
+        Self {
+            name,
+            admin_url,
+            app_url,
+        }
     }
 
     /// Opens a superuser connection to this database.
@@ -157,7 +166,10 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime: use a thread with a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut conn = AsyncPgConnection::establish(&server).await.ok()?;
                 diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -185,25 +197,33 @@ pub fn signer() -> Signer {
 /// A super-admin token.
 #[must_use]
 pub fn super_admin_token() -> String {
-    signer().mint("test-operator", Some(PlatformRole::SuperAdmin), None, 600).unwrap()
+    signer()
+        .mint("test-operator", Some(PlatformRole::SuperAdmin), None, 600)
+        .unwrap()
 }
 
 /// A `service` token.
 #[must_use]
 pub fn service_token() -> String {
-    signer().mint("test-service", Some(PlatformRole::Service), None, 600).unwrap()
+    signer()
+        .mint("test-service", Some(PlatformRole::Service), None, 600)
+        .unwrap()
 }
 
 /// A member token for `tenant` with `role`.
 #[must_use]
 pub fn member_token(tenant: Uuid, role: OrgRole) -> String {
-    signer().mint(&Uuid::new_v4().to_string(), None, Some((tenant, role)), 600).unwrap()
+    signer()
+        .mint(&Uuid::new_v4().to_string(), None, Some((tenant, role)), 600)
+        .unwrap()
 }
 
 /// A token of a user that belongs to no tenant and has no platform role.
 #[must_use]
 pub fn roleless_token() -> String {
-    signer().mint(&Uuid::new_v4().to_string(), None, None, 600).unwrap()
+    signer()
+        .mint(&Uuid::new_v4().to_string(), None, None, 600)
+        .unwrap()
 }
 
 /// Adds `authorization: Bearer <token>` to a request.
@@ -214,7 +234,8 @@ pub fn roleless_token() -> String {
 #[must_use]
 pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
 }
 
@@ -269,7 +290,11 @@ impl TestServer {
     ///
     /// When the connection fails.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url()).unwrap().connect().await.unwrap()
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     /// Stops the server and waits for it to finish draining.
@@ -334,7 +359,10 @@ impl Suite {
             provisioning_url: format!("http://{p}"),
             common: common_config(&db),
         };
-        let settings_cfg = tenant_settings::Config { listen_addr: s, common: common_config(&db) };
+        let settings_cfg = tenant_settings::Config {
+            listen_addr: s,
+            common: common_config(&db),
+        };
         let prov_cfg = provisioning::Config {
             listen_addr: p,
             admin_url: format!("http://{a}"),
@@ -342,15 +370,32 @@ impl Suite {
             common: common_config(&db),
         };
         let admin = TestServer::start_on(l_admin, move |l, stop| async move {
-            boxed(tenant_admin::serve(admin_cfg, l, stop).await.map_err(|e| format!("{e:#}")))
+            boxed(
+                tenant_admin::serve(admin_cfg, l, stop)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            )
         });
         let settings = TestServer::start_on(l_settings, move |l, stop| async move {
-            boxed(tenant_settings::serve(settings_cfg, l, stop).await.map_err(|e| format!("{e:#}")))
+            boxed(
+                tenant_settings::serve(settings_cfg, l, stop)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            )
         });
         let provisioning = TestServer::start_on(l_prov, move |l, stop| async move {
-            boxed(provisioning::serve(prov_cfg, l, stop).await.map_err(|e| format!("{e:#}")))
+            boxed(
+                provisioning::serve(prov_cfg, l, stop)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            )
         });
-        Self { db, admin, settings, provisioning }
+        Self {
+            db,
+            admin,
+            settings,
+            provisioning,
+        }
     }
 }
 
@@ -374,7 +419,11 @@ impl TestServer {
                 panic!("test server failed: {e}");
             }
         });
-        Self { addr, stop: Some(stop), task: Some(task) }
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 }
 
@@ -382,5 +431,8 @@ impl TestServer {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

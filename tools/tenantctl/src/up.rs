@@ -76,17 +76,23 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut cluster = None;
     let app_url = if let Some(url) = tenantry_runtime::config::var("DATABASE_URL") {
         if let Some(admin) = tenantry_runtime::config::var("DATABASE_ADMIN_URL") {
-            let password = tenantry_runtime::config::var("TENANTRY_APP_DB_PASSWORD").unwrap_or_default();
+            let password =
+                tenantry_runtime::config::var("TENANTRY_APP_DB_PASSWORD").unwrap_or_default();
             tenantry_db::migrate(&admin, &password).await?;
         }
         url
     } else {
         let base = data_dir.join("postgres");
         let c = tokio::task::spawn_blocking(move || Cluster::start(&base, true)).await??;
-        println!("postgres: private cluster on 127.0.0.1:{} ({})", c.port(), c.data_dir().display());
+        println!(
+            "postgres: private cluster on 127.0.0.1:{} ({})",
+            c.port(),
+            c.data_dir().display()
+        );
         tenantry_db::ensure_database(&c.admin_url("postgres"), "tenantry").await?;
         tenantry_db::migrate(&c.admin_url("tenantry"), "").await?;
-        let url = tenantry_db::urls::with_user(&c.admin_url("tenantry"), tenantry_db::APP_ROLE, "")?;
+        let url =
+            tenantry_db::urls::with_user(&c.admin_url("tenantry"), tenantry_db::APP_ROLE, "")?;
         cluster = Some(c);
         url
     };
@@ -95,9 +101,21 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let services = [
-        (ServiceArg::TenantAdmin, "tenant-admin", args.admin_addr.as_str()),
-        (ServiceArg::TenantSettings, "tenant-settings", args.settings_addr.as_str()),
-        (ServiceArg::Provisioning, "provisioning", args.provisioning_addr.as_str()),
+        (
+            ServiceArg::TenantAdmin,
+            "tenant-admin",
+            args.admin_addr.as_str(),
+        ),
+        (
+            ServiceArg::TenantSettings,
+            "tenant-settings",
+            args.settings_addr.as_str(),
+        ),
+        (
+            ServiceArg::Provisioning,
+            "provisioning",
+            args.provisioning_addr.as_str(),
+        ),
     ];
     let mut children: Vec<(&str, Child)> = Vec::new();
     let result = async {
@@ -112,13 +130,21 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .env("TENANT_SETTINGS_ADDR", &args.settings_addr)
                 .env("PROVISIONING_ADDR", &args.provisioning_addr)
                 .env("TENANT_ADMIN_URL", format!("http://{}", args.admin_addr))
-                .env("TENANT_SETTINGS_URL", format!("http://{}", args.settings_addr))
-                .env("PROVISIONING_URL", format!("http://{}", args.provisioning_addr))
+                .env(
+                    "TENANT_SETTINGS_URL",
+                    format!("http://{}", args.settings_addr),
+                )
+                .env(
+                    "PROVISIONING_URL",
+                    format!("http://{}", args.provisioning_addr),
+                )
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(logs.join(format!("{name}.log")))?)
                 .stderr(std::fs::File::create(logs.join(format!("{name}.err.log")))?)
                 .kill_on_drop(true);
-            let child = cmd.spawn().with_context(|| format!("cannot start {name}"))?;
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("cannot start {name}"))?;
             println!("{name}: pid {} on {addr}", child.id().unwrap_or_default());
             children.push((name, child));
         }
@@ -144,7 +170,10 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let ready_ms = started.elapsed().as_millis();
     println!();
     println!("Tenantry is ready in {ready_ms} ms.");
-    println!("  tenant-admin     {}  (gRPC, grpc-web, health, reflection)", args.admin_addr);
+    println!(
+        "  tenant-admin     {}  (gRPC, grpc-web, health, reflection)",
+        args.admin_addr
+    );
     println!("  tenant-settings  {}", args.settings_addr);
     println!("  provisioning     {}", args.provisioning_addr);
     println!();
@@ -200,15 +229,20 @@ async fn wait_serving(
     loop {
         for (n, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                let err = std::fs::read_to_string(logs.join(format!("{n}.err.log")))
-                    .unwrap_or_default();
-                let out = std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
+                let err =
+                    std::fs::read_to_string(logs.join(format!("{n}.err.log"))).unwrap_or_default();
+                let out =
+                    std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
                 bail!("{n} exited during start-up ({status}):\n{out}{err}");
             }
         }
         if let Ok(channel) = endpoint.connect().await {
             let mut client = HealthClient::new(channel);
-            if let Ok(r) = client.check(HealthCheckRequest { service: String::new() }).await
+            if let Ok(r) = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
                 && r.get_ref().status == ServingStatus::Serving as i32
             {
                 return Ok(());
@@ -231,7 +265,10 @@ async fn stop(children: &mut [(&str, Child)], cluster: Option<&Cluster>) {
         }
     }
     for (name, child) in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(service = *name, "did not stop in time: killing");
             let _ = child.kill().await;
         }

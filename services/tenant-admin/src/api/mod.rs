@@ -30,10 +30,38 @@ macro_rules! handler {
     };
 }
 
-handler!(TenantsApi, "Tenant lifecycle (super admins).", pb::tenant_admin_service_server::TenantAdminService);
-handler!(OrganizationsApi, "Organizations, members and invitations.", pb::organization_service_server::OrganizationService);
-handler!(BillingApi, "Billing: usage, subscription, invoices, payment methods.", pb::billing_service_server::BillingService);
-handler!(UsageApi, "Usage recording by backend services.", pb::usage_service_server::UsageService);
-handler!(AuditApi, "The audit trail.", pb::audit_service_server::AuditService);
-handler!(AuthApi, "Login and set-password.", pb::auth_service_server::AuthService);
-handler!(InternalApi, "RPCs for provisioning.", pb::tenant_internal_service_server::TenantInternalService);
+handler!(
+    TenantsApi,
+    "Tenant lifecycle (super admins).",
+    pb::tenant_admin_service_server::TenantAdminService
+);
+handler!(
+    OrganizationsApi,
+    "Organizations, members and invitations.",
+    pb::organization_service_server::OrganizationService
+);
+handler!(
+    BillingApi,
+    "Billing: usage, subscription, invoices, payment methods.",
+    pb::billing_service_server::BillingService
+);
+handler!(
+    UsageApi,
+    "Usage recording by backend services.",
+    pb::usage_service_server::UsageService
+);
+handler!(
+    AuditApi,
+    "The audit trail.",
+    pb::audit_service_server::AuditService
+);
+handler!(
+    AuthApi,
+    "Login and set-password.",
+    pb::auth_service_server::AuthService
+);
+handler!(
+    InternalApi,
+    "RPCs for provisioning.",
+    pb::tenant_internal_service_server::TenantInternalService
+);

@@ -7,13 +7,19 @@ use tenantry_proto::settings::v1 as pb;
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct State {
-    #[expect(dead_code, reason = "used by the handlers of the tenant-settings issue")]
+    #[expect(
+        dead_code,
+        reason = "used by the handlers of the tenant-settings issue"
+    )]
     pub(crate) pool: Pool,
 }
 
 /// Settings, features, limits and integrations.
 pub(crate) struct SettingsApi {
-    #[expect(dead_code, reason = "used by the handlers of the tenant-settings issue")]
+    #[expect(
+        dead_code,
+        reason = "used by the handlers of the tenant-settings issue"
+    )]
     state: State,
 }
 
