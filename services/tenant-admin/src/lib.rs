@@ -11,11 +11,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use secrecy::ExposeSecret;
-use tenantry_auth::{AuthLayer, Verifier};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenantry_auth::{AuthLayer, ServiceTokenInterceptor, Signer, Verifier};
 use tenantry_proto::admin::v1 as pb;
 use tenantry_runtime::{CommonConfig, ServeOptions, config};
 use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
 
 /// The gRPC services this binary serves.
 pub const SERVICES: [&str; 7] = [
@@ -89,7 +94,22 @@ pub async fn serve(
     let mut pool_config = tenantry_db::PoolConfig::new(config.common.database_url.expose_secret());
     pool_config.max_size = config.common.pool_size;
     let pool = tenantry_db::connect(&pool_config).await?;
-    let state = api::State { pool };
+    let signer = Signer::new(&config.common.auth)?;
+    let tokens = ServiceTokenInterceptor::new(signer.clone(), "tenant-admin");
+    let lazy = |url: &str| -> anyhow::Result<api::ServiceChannel> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        Ok(InterceptedService::new(channel, tokens.clone()))
+    };
+    let state = api::State {
+        pool,
+        signer,
+        settings: lazy(&config.settings_url)?,
+        provisioning: lazy(&config.provisioning_url)?,
+        config: Arc::new(config.clone()),
+    };
     let auth = AuthLayer::new(
         Verifier::new(&config.common.auth)?,
         config.common.self_serve_signup,

@@ -10,6 +10,7 @@
 //!   tests on a fresh machine).
 
 pub mod cluster;
+pub mod models;
 mod migrate;
 mod pool;
 pub mod schema;

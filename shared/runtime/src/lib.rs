@@ -4,8 +4,10 @@
 //! shutdown with a drain bound.
 
 pub mod config;
+pub mod error;
 pub mod server;
 pub mod telemetry;
 
 pub use config::{CommonConfig, ConfigError};
+pub use error::{ApiError, ApiResult, Violations};
 pub use server::{ServeError, ServeOptions, serve, shutdown_signal};

@@ -26,6 +26,8 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+pub mod tools;
+
 /// The HS256 secret of every test token.
 pub const TEST_JWT_SECRET: &str = "tenantry-test-secret-0123456789abcdef";
 /// The password tests give `tenantry_app`.

@@ -6,6 +6,7 @@
 //! - `tenantctl migrate`: bootstraps the roles and runs pending migrations (`DATABASE_ADMIN_URL`).
 //! - `tenantctl token`: mints a token with the configured key.
 //! - `tenantctl serve <service>`: runs one service in this process (what `up` starts).
+//! - `tenantctl health <addr>`: exits 0 when the service at `addr` reports SERVING.
 
 mod up;
 
@@ -57,6 +58,15 @@ enum Command {
         /// Data folder of `tenantctl up` (for its generated secret).
         #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
         data_dir: PathBuf,
+    },
+    /// Checks a service's gRPC health (exit code 0 when SERVING), for container health checks.
+    Health {
+        /// Address, e.g. `127.0.0.1:50051`.
+        #[arg(default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// A fully-qualified service name; empty for the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
     },
     /// Runs one service in this process, configured from the environment.
     Serve {
@@ -126,6 +136,23 @@ fn main() -> anyhow::Result<()> {
                 };
                 let token = Signer::new(&auth)?.mint(&sub, role, org, ttl)?;
                 println!("{token}");
+                Ok(())
+            }
+            Command::Health { addr, service } => {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                    .connect_timeout(std::time::Duration::from_secs(2))
+                    .timeout(std::time::Duration::from_secs(2))
+                    .connect()
+                    .await?;
+                let status = tonic_health::pb::health_client::HealthClient::new(channel)
+                    .check(tonic_health::pb::HealthCheckRequest { service })
+                    .await?
+                    .into_inner()
+                    .status();
+                println!("{}", status.as_str_name());
+                if status != tonic_health::pb::health_check_response::ServingStatus::Serving {
+                    anyhow::bail!("not serving");
+                }
                 Ok(())
             }
             Command::Serve { service } => {

@@ -1,67 +1,44 @@
-//! One handler type per gRPC service. Until their issues land, the RPCs answer UNIMPLEMENTED
-//! through the generated default methods; authorization already applies to all of them.
+//! One module per gRPC service. RPCs not implemented yet answer UNIMPLEMENTED through the
+//! generated default methods; authorization already applies to all of them.
 
+mod audit;
+mod auth;
+mod billing;
+mod internal;
+mod organizations;
+mod tenants;
+mod usage;
+
+use std::sync::Arc;
+
+use tenantry_auth::{ServiceTokenInterceptor, Signer};
 use tenantry_db::Pool;
-use tenantry_proto::admin::v1 as pb;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub(crate) use audit::AuditApi;
+pub(crate) use auth::AuthApi;
+pub(crate) use billing::BillingApi;
+pub(crate) use internal::InternalApi;
+pub(crate) use organizations::OrganizationsApi;
+pub(crate) use tenants::TenantsApi;
+pub(crate) use usage::UsageApi;
+
+/// A channel to another Tenantry service that carries a short-lived service token.
+pub(crate) type ServiceChannel = InterceptedService<Channel, ServiceTokenInterceptor>;
 
 /// What every handler shares.
 #[derive(Clone)]
+#[allow(dead_code, reason = "fields come into use as the RPCs are implemented")]
 pub(crate) struct State {
-    #[expect(dead_code, reason = "used by the handlers of the tenant-admin issue")]
+    /// The database pool (role `tenantry_app`).
     pub(crate) pool: Pool,
+    /// Signs access tokens (login, self-serve signup).
+    pub(crate) signer: Signer,
+    /// tenant-settings, with service tokens.
+    pub(crate) settings: ServiceChannel,
+    /// provisioning, with service tokens.
+    pub(crate) provisioning: ServiceChannel,
+    /// The service configuration.
+    pub(crate) config: Arc<crate::Config>,
 }
-
-macro_rules! handler {
-    ($name:ident, $doc:literal, $path:path) => {
-        #[doc = $doc]
-        pub(crate) struct $name {
-            #[expect(dead_code, reason = "used by the handlers of the tenant-admin issue")]
-            state: State,
-        }
-
-        impl $name {
-            pub(crate) fn new(state: State) -> Self {
-                Self { state }
-            }
-        }
-
-        #[tonic::async_trait]
-        impl $path for $name {}
-    };
-}
-
-handler!(
-    TenantsApi,
-    "Tenant lifecycle (super admins).",
-    pb::tenant_admin_service_server::TenantAdminService
-);
-handler!(
-    OrganizationsApi,
-    "Organizations, members and invitations.",
-    pb::organization_service_server::OrganizationService
-);
-handler!(
-    BillingApi,
-    "Billing: usage, subscription, invoices, payment methods.",
-    pb::billing_service_server::BillingService
-);
-handler!(
-    UsageApi,
-    "Usage recording by backend services.",
-    pb::usage_service_server::UsageService
-);
-handler!(
-    AuditApi,
-    "The audit trail.",
-    pb::audit_service_server::AuditService
-);
-handler!(
-    AuthApi,
-    "Login and set-password.",
-    pb::auth_service_server::AuthService
-);
-handler!(
-    InternalApi,
-    "RPCs for provisioning.",
-    pb::tenant_internal_service_server::TenantInternalService
-);

@@ -1,0 +1,1 @@
+//! Models and queries (see the module list in `models/mod.rs`).

@@ -1,0 +1,11 @@
+//! Models and the queries that return them, one module per table group. Queries are `async fn`
+//! taking `&mut AsyncPgConnection` inside a transaction whose [`crate::Scope`] is already set.
+
+pub mod audit;
+pub mod billing;
+pub mod idempotency;
+pub mod invitation;
+pub mod organization;
+pub mod settings;
+pub mod usage;
+pub mod user;

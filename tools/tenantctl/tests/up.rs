@@ -1,0 +1,274 @@
+//! `tenantctl up` end to end: the real binary on a private Postgres in a fresh data folder, the
+//! commands it prints run as printed, and Ctrl-C stops everything.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// Three free ports on 127.0.0.1 (bound, read, released).
+fn free_addrs() -> [String; 3] {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    addrs.try_into().unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie (exited, not yet reaped) is not running.
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        !s.lines()
+            .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
+    })
+}
+
+/// VmRSS of `pid`, in kB.
+fn rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
+
+/// Stops whatever is left if the test fails half-way, and removes the data folder.
+struct Cleanup {
+    data_dir: PathBuf,
+    tenantctl: Option<i32>,
+    services: Vec<i32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.tenantctl {
+            // Ctrl-C makes tenantctl stop its services and Postgres; give it time to.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+            for _ in 0..300 {
+                if !alive(pid) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        for pid in &self.services {
+            if alive(*pid) {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+        }
+        let pgdata = self.data_dir.join("postgres/pgdata");
+        if pgdata.join("postmaster.pid").exists() {
+            let _ = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--", "pg_ctl", "-D"])
+                .arg(&pgdata)
+                .args(["-m", "immediate", "stop"])
+                .output();
+            let _ = std::process::Command::new("pg_ctl")
+                .arg("-D")
+                .arg(&pgdata)
+                .args(["-m", "immediate", "stop"])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>, err_log: &Path) -> String {
+    match lines.next_line().await.unwrap() {
+        Some(l) => l,
+        None => panic!(
+            "tenantctl up closed its output before it was ready; stderr:\n{}",
+            std::fs::read_to_string(err_log).unwrap_or_default()
+        ),
+    }
+}
+
+/// What `tenantctl up` printed up to its `Logs:` line.
+#[derive(Debug, Default)]
+struct Banner {
+    ready_ms: Option<u64>,
+    token: Option<String>,
+    pids: Vec<(String, i32)>,
+    commands: Vec<String>,
+    all: Vec<String>,
+}
+
+async fn read_banner(lines: &mut Lines<BufReader<ChildStdout>>, err_log: &Path) -> Banner {
+    let mut b = Banner::default();
+    loop {
+        let line = next_line(lines, err_log).await;
+        b.all.push(line.clone());
+        if let Some(ms) = line
+            .strip_prefix("Tenantry is ready in ")
+            .and_then(|r| r.strip_suffix(" ms."))
+        {
+            b.ready_ms = Some(ms.parse().unwrap());
+        } else if let Some(t) = line.strip_prefix("export TOKEN=") {
+            b.token = Some(t.to_owned());
+        } else if line.starts_with("grpcurl ") {
+            b.commands.push(line.clone());
+        } else if let Some((name, rest)) = line.split_once(": pid ") {
+            let pid = rest.split_whitespace().next().unwrap().parse().unwrap();
+            b.pids.push((name.to_owned(), pid));
+        } else if line.starts_with("Logs: ") {
+            return b;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_serves_the_printed_commands_and_stops_on_ctrl_c() {
+    let grpcurl = tokio::task::spawn_blocking(tenantry_testing::tools::grpcurl)
+        .await
+        .unwrap();
+    let grpcurl_dir = grpcurl.parent().unwrap().canonicalize().unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(grpcurl_dir).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )),
+    )
+    .unwrap();
+
+    let data_dir =
+        std::env::temp_dir().join(format!("tenantctl-up-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let mut cleanup = Cleanup {
+        data_dir: data_dir.clone(),
+        tenantctl: None,
+        services: Vec::new(),
+    };
+    let err_log = data_dir.join("tenantctl.err.log");
+    let [admin, settings, provisioning] = free_addrs();
+
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_tenantctl"))
+        .arg("up")
+        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_ADMIN_URL")
+        .env_remove("TENANTRY_JWT_SECRET")
+        .env("TENANTRY_DATA_DIR", &data_dir)
+        .env("TENANT_ADMIN_ADDR", &admin)
+        .env("TENANT_SETTINGS_ADDR", &settings)
+        .env("PROVISIONING_ADDR", &provisioning)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err_log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id().unwrap()).unwrap();
+    cleanup.tenantctl = Some(pid);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+
+    let banner = tokio::time::timeout(
+        Duration::from_secs(120),
+        read_banner(&mut lines, &err_log),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "tenantctl up was not ready within 120 s; stderr:\n{}",
+            std::fs::read_to_string(&err_log).unwrap_or_default()
+        )
+    });
+    cleanup.services = banner.pids.iter().map(|(_, p)| *p).collect();
+    let out = banner.all.join("\n");
+    let ready_ms = banner.ready_ms.unwrap_or_else(|| panic!("no ready line:\n{out}"));
+    let token = banner.token.clone().unwrap_or_else(|| panic!("no token:\n{out}"));
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
+    let names: Vec<&str> = banner.pids.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["tenant-admin", "tenant-settings", "provisioning"],
+        "{out}"
+    );
+    assert_eq!(banner.commands.len(), 3, "{out}");
+    assert!(
+        out.contains("postgres: private cluster on 127.0.0.1:"),
+        "no private cluster:\n{out}"
+    );
+    assert!(
+        data_dir.join("postgres/pgdata/postmaster.pid").exists(),
+        "the private postgres does not run in {}",
+        data_dir.display()
+    );
+
+    // Measurements for the README.
+    println!("tenantctl up: ready in {ready_ms} ms (fresh data folder, initdb included)");
+    for (name, pid) in &banner.pids {
+        let kb = rss_kb(*pid);
+        assert!(kb > 0, "{name}: VmRSS 0");
+        println!("{name}: VmRSS {kb} kB ({:.1} MiB)", kb as f64 / 1024.0);
+    }
+
+    for command in &banner.commands {
+        let o = tokio::time::timeout(
+            Duration::from_secs(60),
+            Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .env("TOKEN", &token)
+                .env("PATH", &path)
+                .stdin(Stdio::null())
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("`{command}` did not finish in 60 s"))
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "`{command}` failed ({}):\n{stdout}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!stdout.trim().is_empty(), "`{command}` printed nothing");
+        if command.ends_with(" list") {
+            assert!(
+                stdout.contains("tenantry.admin.v1.TenantAdminService"),
+                "{stdout}"
+            );
+        } else if command.contains(" describe ") {
+            assert!(stdout.contains("rpc "), "{stdout}");
+        } else if command.contains("Health/Check") {
+            assert!(stdout.contains("\"SERVING\""), "{stdout}");
+        }
+    }
+
+    kill(Pid::from_raw(pid), Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("tenantctl did not stop within 30 s of Ctrl-C"))
+        .unwrap();
+    cleanup.tenantctl = None;
+    let mut rest = Vec::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        rest.push(l);
+    }
+    assert!(
+        status.success(),
+        "tenantctl exited with {status}; output after ready: {rest:?}; stderr:\n{}",
+        std::fs::read_to_string(&err_log).unwrap_or_default()
+    );
+    assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+    for (name, pid) in &banner.pids {
+        assert!(!alive(*pid), "{name} (pid {pid}) still runs");
+    }
+    assert!(
+        !data_dir.join("postgres/pgdata/postmaster.pid").exists(),
+        "the private postgres still runs"
+    );
+    drop(cleanup);
+    assert!(!data_dir.exists(), "{} was not removed", data_dir.display());
+}
