@@ -67,6 +67,9 @@ fn secret(data_dir: &Path) -> anyhow::Result<SecretString> {
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     tenantry_runtime::telemetry::init();
     let started = Instant::now();
+    // Listen for Ctrl-C / SIGTERM from the start, so an interrupt during start-up still stops
+    // what was started instead of leaving the private cluster running.
+    let mut signal = tokio::spawn(tenantry_runtime::shutdown_signal());
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
@@ -118,7 +121,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         ),
     ];
     let mut children: Vec<(&str, Child)> = Vec::new();
-    let result = async {
+    let start_up = async {
         for (_, name, addr) in &services {
             let mut cmd = Command::new(&exe);
             cmd.arg("serve")
@@ -153,8 +156,11 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             wait_serving(name, addr, deadline, &mut children, &logs).await?;
         }
         anyhow::Ok(())
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        r = start_up => r,
+        _ = &mut signal => Err(anyhow::anyhow!("interrupted during start-up")),
+    };
 
     if let Err(e) = result {
         stop(&mut children, cluster.as_ref()).await;
@@ -205,7 +211,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let reason = tokio::select! {
-        () = tenantry_runtime::shutdown_signal() => None,
+        _ = &mut signal => None,
         r = died => Some(r),
     };
     println!("stopping...");
