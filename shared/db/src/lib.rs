@@ -10,8 +10,8 @@
 //!   tests on a fresh machine).
 
 pub mod cluster;
-pub mod models;
 mod migrate;
+pub mod models;
 mod pool;
 pub mod schema;
 mod scope;

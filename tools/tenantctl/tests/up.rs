@@ -134,15 +134,15 @@ async fn up_serves_the_printed_commands_and_stops_on_ctrl_c() {
         .await
         .unwrap();
     let grpcurl_dir = grpcurl.parent().unwrap().canonicalize().unwrap();
-    let path = std::env::join_paths(
-        std::iter::once(grpcurl_dir).chain(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        )),
-    )
+    let path = std::env::join_paths(std::iter::once(grpcurl_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
     .unwrap();
 
-    let data_dir =
-        std::env::temp_dir().join(format!("tenantctl-up-test-{}", uuid::Uuid::new_v4().simple()));
+    let data_dir = std::env::temp_dir().join(format!(
+        "tenantctl-up-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&data_dir).unwrap();
     let mut cleanup = Cleanup {
         data_dir: data_dir.clone(),
@@ -171,21 +171,23 @@ async fn up_serves_the_printed_commands_and_stops_on_ctrl_c() {
     cleanup.tenantctl = Some(pid);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
 
-    let banner = tokio::time::timeout(
-        Duration::from_secs(120),
-        read_banner(&mut lines, &err_log),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "tenantctl up was not ready within 120 s; stderr:\n{}",
-            std::fs::read_to_string(&err_log).unwrap_or_default()
-        )
-    });
+    let banner = tokio::time::timeout(Duration::from_secs(120), read_banner(&mut lines, &err_log))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "tenantctl up was not ready within 120 s; stderr:\n{}",
+                std::fs::read_to_string(&err_log).unwrap_or_default()
+            )
+        });
     cleanup.services = banner.pids.iter().map(|(_, p)| *p).collect();
     let out = banner.all.join("\n");
-    let ready_ms = banner.ready_ms.unwrap_or_else(|| panic!("no ready line:\n{out}"));
-    let token = banner.token.clone().unwrap_or_else(|| panic!("no token:\n{out}"));
+    let ready_ms = banner
+        .ready_ms
+        .unwrap_or_else(|| panic!("no ready line:\n{out}"));
+    let token = banner
+        .token
+        .clone()
+        .unwrap_or_else(|| panic!("no token:\n{out}"));
     assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
     let names: Vec<&str> = banner.pids.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
