@@ -3,9 +3,20 @@
 //!
 //! Variables (besides the shared ones of `tenantry_runtime::config`):
 //! `TENANT_ADMIN_ADDR` (default `0.0.0.0:50051`), `TENANT_SETTINGS_URL`
-//! (default `http://127.0.0.1:50052`), `PROVISIONING_URL` (default `http://127.0.0.1:50053`).
+//! (default `http://127.0.0.1:50052`), `PROVISIONING_URL` (default `http://127.0.0.1:50053`),
+//! and the [`Tuning`] variables `TENANTRY_BCRYPT_COST` (default 12, 4–31) and
+//! `TENANT_TRIAL_SWEEP_SECS` (default 60, at least 1: how often tenants whose trial ended are
+//! suspended).
 
 mod api;
+mod audit_trail;
+mod convert;
+mod passwords;
+mod tenant_access;
+mod trial;
+mod validate;
+
+pub use trial::{TRIAL_EXPIRED_ACTION, sweep_expired_trials};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,6 +75,53 @@ impl Config {
     }
 }
 
+/// Settings read from the environment besides [`Config`] (kept apart so that code building a
+/// `Config` literal keeps compiling; fold them into `Config` when convenient).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// bcrypt cost of new password hashes (`TENANTRY_BCRYPT_COST`, default 12). Tests may use 4.
+    pub bcrypt_cost: u32,
+    /// Period of the trial-expiry sweep (`TENANT_TRIAL_SWEEP_SECS`, default 60 s).
+    pub trial_sweep_interval: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            bcrypt_cost: 12,
+            trial_sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Tuning {
+    /// Reads `TENANTRY_BCRYPT_COST` and `TENANT_TRIAL_SWEEP_SECS`.
+    ///
+    /// # Errors
+    ///
+    /// A malformed or out-of-range value.
+    pub fn from_env() -> Result<Self, config::ConfigError> {
+        let bcrypt_cost: u32 = config::parsed("TENANTRY_BCRYPT_COST", 12)?;
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(config::ConfigError::Invalid {
+                name: "TENANTRY_BCRYPT_COST",
+                detail: "must be between 4 and 31".into(),
+            });
+        }
+        let secs: u64 = config::parsed("TENANT_TRIAL_SWEEP_SECS", 60)?;
+        if secs == 0 {
+            return Err(config::ConfigError::Invalid {
+                name: "TENANT_TRIAL_SWEEP_SECS",
+                detail: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            bcrypt_cost,
+            trial_sweep_interval: Duration::from_secs(secs),
+        })
+    }
+}
+
 /// Binds the configured address and serves until Ctrl-C or SIGTERM.
 ///
 /// # Errors
@@ -74,13 +132,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     serve(config, listener, tenantry_runtime::shutdown_signal()).await
 }
 
-/// Serves on an already-bound listener until `shutdown` resolves.
+/// Serves on an already-bound listener until `shutdown` resolves, with [`Tuning::from_env`].
+///
+/// # Errors
+///
+/// Start-up failures (configuration, migrations, keys) and transport errors.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with(config, Tuning::from_env()?, listener, shutdown).await
+}
+
+/// Serves on an already-bound listener until `shutdown` resolves. Also runs the trial-expiry
+/// sweep every [`Tuning::trial_sweep_interval`], stopped with the server.
 ///
 /// # Errors
 ///
 /// Start-up failures (migrations, keys) and transport errors.
-pub async fn serve(
+pub async fn serve_with(
     config: Config,
+    tuning: Tuning,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -108,8 +181,17 @@ pub async fn serve(
         signer,
         settings: lazy(&config.settings_url)?,
         provisioning: lazy(&config.provisioning_url)?,
+        passwords: Arc::new(passwords::Passwords::new(
+            tuning.bcrypt_cost,
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        )),
         config: Arc::new(config.clone()),
     };
+    let sweeper = tokio::spawn(trial::run(state.pool.clone(), tuning.trial_sweep_interval));
+    let snapshots = tokio::spawn(api::orgs::snapshots::run(
+        state.pool.clone(),
+        api::orgs::snapshots::INTERVAL,
+    ));
     let auth = AuthLayer::new(
         Verifier::new(&config.common.auth)?,
         config.common.self_serve_signup,
@@ -152,6 +234,9 @@ pub async fn serve(
         cors_origins: config.common.cors_origins.clone(),
         shutdown_grace: config.common.shutdown_grace,
     };
-    tenantry_runtime::serve(listener, routes, options, shutdown).await?;
+    let served = tenantry_runtime::serve(listener, routes, options, shutdown).await;
+    sweeper.abort();
+    snapshots.abort();
+    served?;
     Ok(())
 }

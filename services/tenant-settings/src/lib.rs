@@ -3,11 +3,27 @@
 //!
 //! Variables (besides the shared ones of `tenantry_runtime::config`):
 //! `TENANT_SETTINGS_ADDR` (default `0.0.0.0:50052`).
+//!
+//! - Features follow the feature × tier matrix (data in `tiers.rs`): an operator override wins,
+//!   then an org-admin toggle of a feature the tier offers, then the tier's default. Enabling a
+//!   feature the tier does not offer is FAILED_PRECONDITION for org admins (so the brief's own
+//!   example, `sso` on an education tenant, now fails); a super admin grants it as an override.
+//! - CheckFeatures and WatchTenant are served from an in-process cache that a Postgres
+//!   `LISTEN tenantry_tenant_changed` on a dedicated connection (application name
+//!   [`LISTENER_APPLICATION_NAME`]) invalidates on every committed change from any replica;
+//!   see `cache.rs`. The listener runs for the lifetime of [`serve`].
 
 mod api;
+mod cache;
+mod convert;
+mod tiers;
+mod view;
+
+pub use cache::LISTENER_APPLICATION_NAME;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use tenantry_auth::{AuthLayer, Verifier};
@@ -72,7 +88,17 @@ pub async fn serve(
     let mut pool_config = tenantry_db::PoolConfig::new(config.common.database_url.expose_secret());
     pool_config.max_size = config.common.pool_size;
     let pool = tenantry_db::connect(&pool_config).await?;
-    let state = api::State { pool };
+
+    // The cache of the hot path, kept fresh by a listener on its own connection; both stop
+    // with the server.
+    let cache = Arc::new(cache::Cache::new());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let listener_task = tokio::spawn(cache::run_listener(
+        config.common.database_url.expose_secret().to_owned(),
+        Arc::clone(&cache),
+        stop.clone(),
+    ));
+    let state = api::State { pool, cache, stop };
     let auth = AuthLayer::new(
         Verifier::new(&config.common.auth)?,
         config.common.self_serve_signup,
@@ -92,6 +118,14 @@ pub async fn serve(
         cors_origins: config.common.cors_origins.clone(),
         shutdown_grace: config.common.shutdown_grace,
     };
-    tenantry_runtime::serve(listener, routes, options, shutdown).await?;
+    let stop_on_shutdown = stop_tx.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_on_shutdown.send(true);
+    };
+    let served = tenantry_runtime::serve(listener, routes, options, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = listener_task.await;
+    served?;
     Ok(())
 }

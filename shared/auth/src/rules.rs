@@ -109,7 +109,9 @@ const ADMIN: &str = "/tenantry.admin.v1.";
 const SETTINGS: &str = "/tenantry.settings.v1.";
 const PROV: &str = "/tenantry.provisioning.v1.";
 
-/// Every RPC: (service path prefix, service, method, rule).
+/// Every RPC: (service path prefix, service, method, rule). The settings reads (GetSettings,
+/// GetFeatures, GetLimits) also admit services, which must name the tenant: tenant-admin asks
+/// for features, and backend services read settings and limits.
 const TABLE: &[(&str, &str, &str, Rule)] = &[
     // tenant-admin: tenant lifecycle, super admins only.
     (ADMIN, "TenantAdminService", "CreateTenant", Rule::SA),
@@ -294,7 +296,7 @@ const TABLE: &[(&str, &str, &str, Rule)] = &[
         SETTINGS,
         "TenantSettingsService",
         "GetSettings",
-        Rule::org(Member).or_sa(),
+        Rule::org(Member).or_sa().or_svc(),
     ),
     (
         SETTINGS,
@@ -312,7 +314,7 @@ const TABLE: &[(&str, &str, &str, Rule)] = &[
         SETTINGS,
         "TenantSettingsService",
         "GetFeatures",
-        Rule::org(Member).or_sa(),
+        Rule::org(Member).or_sa().or_svc(),
     ),
     (
         SETTINGS,
@@ -336,7 +338,7 @@ const TABLE: &[(&str, &str, &str, Rule)] = &[
         SETTINGS,
         "TenantSettingsService",
         "GetLimits",
-        Rule::org(Member).or_sa(),
+        Rule::org(Member).or_sa().or_svc(),
     ),
     (
         SETTINGS,

@@ -371,9 +371,18 @@ impl Suite {
             settings_url: format!("http://{s}"),
             common: common_config(&db),
         };
+        // Each suite keeps its e-mails and backups in a folder of its own.
+        let workflow = provisioning::WorkflowConfig::in_data_dir(
+            std::env::temp_dir().join("tenantry-suites").join(&db.name),
+        );
         let admin = TestServer::start_on(l_admin, move |l, stop| async move {
+            // bcrypt cost 4 keeps password tests fast; production uses 12.
+            let tuning = tenant_admin::Tuning {
+                bcrypt_cost: 4,
+                ..Default::default()
+            };
             boxed(
-                tenant_admin::serve(admin_cfg, l, stop)
+                tenant_admin::serve_with(admin_cfg, tuning, l, stop)
                     .await
                     .map_err(|e| format!("{e:#}")),
             )
@@ -387,7 +396,7 @@ impl Suite {
         });
         let provisioning = TestServer::start_on(l_prov, move |l, stop| async move {
             boxed(
-                provisioning::serve(prov_cfg, l, stop)
+                provisioning::serve_with(prov_cfg, workflow, l, stop)
                     .await
                     .map_err(|e| format!("{e:#}")),
             )

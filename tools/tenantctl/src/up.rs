@@ -129,6 +129,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .env("DATABASE_URL", &app_url)
                 .env_remove("DATABASE_ADMIN_URL")
                 .env("TENANTRY_JWT_SECRET", secret.expose_secret())
+                // provisioning keeps welcome e-mails (.eml, without SMTP) and backups here.
+                .env("TENANTRY_DATA_DIR", &data_dir)
                 .env("TENANT_ADMIN_ADDR", &args.admin_addr)
                 .env("TENANT_SETTINGS_ADDR", &args.settings_addr)
                 .env("PROVISIONING_ADDR", &args.provisioning_addr)
@@ -197,7 +199,11 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.provisioning_addr
     );
     println!();
-    println!("Logs: {}. Ctrl-C stops everything.", logs.display());
+    println!(
+        "Logs: {}. Welcome e-mails (no SMTP configured): {}. Ctrl-C stops everything.",
+        logs.display(),
+        data_dir.join("mail").display()
+    );
 
     // Run until Ctrl-C / SIGTERM, or until a service dies.
     let died = async {

@@ -6,6 +6,7 @@ mod auth;
 mod billing;
 mod internal;
 mod organizations;
+pub(crate) mod orgs;
 mod tenants;
 mod usage;
 
@@ -29,7 +30,6 @@ pub(crate) type ServiceChannel = InterceptedService<Channel, ServiceTokenInterce
 
 /// What every handler shares.
 #[derive(Clone)]
-#[allow(dead_code, reason = "fields come into use as the RPCs are implemented")]
 pub(crate) struct State {
     /// The database pool (role `tenantry_app`).
     pub(crate) pool: Pool,
@@ -39,6 +39,9 @@ pub(crate) struct State {
     pub(crate) settings: ServiceChannel,
     /// provisioning, with service tokens.
     pub(crate) provisioning: ServiceChannel,
+    /// bcrypt on the blocking pool, bounded.
+    pub(crate) passwords: Arc<crate::passwords::Passwords>,
     /// The service configuration.
+    #[allow(dead_code, reason = "read by handlers as configuration grows")]
     pub(crate) config: Arc<crate::Config>,
 }

@@ -2,10 +2,14 @@
 //! taking `&mut AsyncPgConnection` inside a transaction whose [`crate::Scope`] is already set.
 
 pub mod audit;
+pub mod backup;
 pub mod billing;
 pub mod idempotency;
 pub mod invitation;
+pub mod member;
 pub mod organization;
+pub mod outbox;
+pub mod provisioning;
 pub mod settings;
 pub mod usage;
 pub mod user;

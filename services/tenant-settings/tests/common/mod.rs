@@ -1,0 +1,74 @@
+//! Helpers shared by the tenant-settings integration tests.
+
+#![allow(dead_code, reason = "each test file uses a subset")]
+
+use diesel::sql_types::Text;
+use diesel_async::RunQueryDsl;
+use tenantry_proto::settings::v1::tenant_settings_service_client::TenantSettingsServiceClient;
+use tenantry_testing::{Suite, TestDb, TestServer};
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+/// A client of the suite's tenant-settings.
+pub(crate) async fn client(server: &TestServer) -> TenantSettingsServiceClient<Channel> {
+    TenantSettingsServiceClient::new(server.channel().await)
+}
+
+/// Inserts a tenant row directly (tenant-admin is built elsewhere) and returns its id.
+pub(crate) async fn create_tenant(db: &TestDb, tier: &str, status: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let slug = format!("t-{}", &id.simple().to_string()[..12]);
+    let mut conn = db.admin_conn().await;
+    diesel::sql_query(
+        "INSERT INTO organizations (id, name, slug, subscription_tier, status, trial_days) \
+         VALUES ($1::uuid, $2, $3, $4, $5, 14)",
+    )
+    .bind::<Text, _>(id.to_string())
+    .bind::<Text, _>(format!("Tenant {slug}"))
+    .bind::<Text, _>(slug)
+    .bind::<Text, _>(tier)
+    .bind::<Text, _>(status)
+    .execute(&mut conn)
+    .await
+    .expect("insert tenant");
+    id
+}
+
+/// Runs SQL as the superuser.
+pub(crate) async fn exec(db: &TestDb, sql: &str) {
+    let mut conn = db.admin_conn().await;
+    diesel::sql_query(sql).execute(&mut conn).await.expect(sql);
+}
+
+/// The fields named by the BadRequest details of a status.
+pub(crate) fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("a BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+/// Starts a suite.
+pub(crate) async fn suite() -> Suite {
+    Suite::start().await
+}
+
+/// Starts another tenant-settings replica on the suite's database.
+pub(crate) async fn second_replica(suite: &Suite) -> TestServer {
+    let common = tenantry_testing::common_config(&suite.db);
+    TestServer::start(move |l, stop| async move {
+        let config = tenant_settings::Config {
+            listen_addr: l.local_addr().expect("addr"),
+            common,
+        };
+        tenant_settings::serve(config, l, stop)
+            .await
+            .map_err(|e| Box::new(format!("{e:#}")) as Box<dyn std::fmt::Display + Send>)
+    })
+    .await
+}
