@@ -9,7 +9,7 @@
 //! request ids, a deterministic e-mail Message-ID), so replaying a step after a crash changes
 //! nothing twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +82,10 @@ pub(crate) struct JobSecrets {
 pub(crate) struct Hub {
     secrets: Mutex<HashMap<Uuid, JobSecrets>>,
     submitted: Mutex<VecDeque<Uuid>>,
+    /// Jobs this process is running or about to run: a job is never run twice at once here,
+    /// even when its lease expired while it waited for a permit and the claim loop took it
+    /// again under the same owner name.
+    active: Mutex<HashSet<Uuid>>,
     wake: Notify,
     /// Notified (all waiters) whenever a job finishes in this process.
     pub(crate) done: Notify,
@@ -111,6 +115,17 @@ impl Hub {
         self.submitted.lock().ok()?.pop_front()
     }
 
+    /// Marks a job as run by this process; `None` when it already is.
+    fn begin(self: &Arc<Self>, job: Uuid) -> Option<ActiveGuard> {
+        if !self.active.lock().ok()?.insert(job) {
+            return None;
+        }
+        Some(ActiveGuard {
+            hub: self.clone(),
+            job,
+        })
+    }
+
     fn given_password(&self, job: Uuid) -> Option<SecretString> {
         self.secrets
             .lock()
@@ -135,6 +150,21 @@ impl Hub {
             .ok()?
             .get_mut(&job)
             .and_then(|s| s.generated_password.take())
+    }
+}
+
+/// Ends a job's run in this process when dropped.
+#[derive(Debug)]
+struct ActiveGuard {
+    hub: Arc<Hub>,
+    job: Uuid,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.hub.active.lock() {
+            m.remove(&self.job);
+        }
     }
 }
 
@@ -171,8 +201,12 @@ pub(crate) async fn run(state: State, mut stop: watch::Receiver<bool>) {
             return;
         }
         while let Some(id) = state.jobs.pop() {
+            let Some(active) = state.jobs.begin(id) else {
+                continue;
+            };
             let (state, permits) = (state.clone(), permits.clone());
             running.spawn(async move {
+                let _active = active;
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
@@ -181,14 +215,19 @@ pub(crate) async fn run(state: State, mut stop: watch::Receiver<bool>) {
                 }
             });
         }
-        while permits.available_permits() > 0 {
+        // A job is claimed only with a permit in hand, so no claimed job waits with a lease
+        // nobody renews.
+        while let Ok(permit) = permits.clone().try_acquire_owned() {
             match claim(&state).await {
                 Ok(Some(job)) => {
-                    let (state, permits) = (state.clone(), permits.clone());
+                    let Some(active) = state.jobs.begin(job.id) else {
+                        // Already running (or waiting for a permit) here: the claim renewed
+                        // its lease, the local run carries on.
+                        continue;
+                    };
+                    let state = state.clone();
                     running.spawn(async move {
-                        let Ok(_permit) = permits.acquire_owned().await else {
-                            return;
-                        };
+                        let (_active, _permit) = (active, permit);
                         let id = job.id;
                         tracing::info!(job.id = %id, "resuming provisioning job");
                         if let Err(e) = execute(&state, job).await {

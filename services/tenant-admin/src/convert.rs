@@ -71,6 +71,16 @@ pub(crate) enum TierValue {
     Unknown,
 }
 
+impl TierValue {
+    /// The tier, `None` for UNSPECIFIED or an unknown value.
+    pub(crate) fn tier(self) -> Option<Tier> {
+        match self {
+            Self::Tier(t) => Some(t),
+            Self::Unset | Self::Unknown => None,
+        }
+    }
+}
+
 /// Reads a proto tier value.
 pub(crate) fn tier_from_proto(v: i32) -> TierValue {
     match common::SubscriptionTier::try_from(v) {
@@ -91,6 +101,23 @@ pub(crate) fn role_to_proto(r: tenantry_auth::OrgRole) -> common::OrgRole {
         tenantry_auth::OrgRole::Manager => common::OrgRole::Manager,
         tenantry_auth::OrgRole::Teacher => common::OrgRole::Teacher,
         tenantry_auth::OrgRole::Member => common::OrgRole::Member,
+    }
+}
+
+/// The proto org role of a stored role name (`admin`, ...); UNSPECIFIED for an unknown name.
+pub(crate) fn role_name_to_proto(name: &str) -> common::OrgRole {
+    name.parse()
+        .map_or(common::OrgRole::Unspecified, role_to_proto)
+}
+
+/// The org role of a proto value; `None` for UNSPECIFIED or an unknown value.
+pub(crate) fn role_from_proto(v: i32) -> Option<tenantry_auth::OrgRole> {
+    match common::OrgRole::try_from(v).ok()? {
+        common::OrgRole::Unspecified => None,
+        common::OrgRole::Admin => Some(tenantry_auth::OrgRole::Admin),
+        common::OrgRole::Manager => Some(tenantry_auth::OrgRole::Manager),
+        common::OrgRole::Teacher => Some(tenantry_auth::OrgRole::Teacher),
+        common::OrgRole::Member => Some(tenantry_auth::OrgRole::Member),
     }
 }
 

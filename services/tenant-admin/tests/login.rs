@@ -4,7 +4,7 @@
 
 use diesel_async::RunQueryDsl;
 use sha2::{Digest, Sha256};
-use tenantry_auth::{OrgRole, Verifier};
+use tenantry_auth::{OrgRole, PlatformRole, Verifier};
 use tenantry_proto::admin::v1 as pb;
 use tenantry_proto::admin::v1::auth_service_client::AuthServiceClient;
 use tenantry_proto::admin::v1::login_request::Identifier;
@@ -149,7 +149,22 @@ async fn login_rejects_missing_fields() {
         .into_iter()
         .map(|v| v.field)
         .collect();
-    assert_eq!(fields, vec!["tenant_slug", "identifier", "password"]);
+    // An empty slug is a platform admin's login, so only these two are missing.
+    assert_eq!(fields, vec!["identifier", "password"]);
+    // A platform admin signs in by e-mail: a username needs a tenant.
+    let err = f
+        .auth
+        .login(pb::LoginRequest {
+            tenant_slug: String::new(),
+            ..login(Identifier::Username("ada".into()), PASSWORD)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_details_bad_request().unwrap().field_violations[0].field,
+        "tenant_slug"
+    );
     assert_eq!(
         f.s.db
             .count("SELECT count(*) AS n FROM users WHERE failed_login_attempts > 0")
@@ -318,4 +333,183 @@ async fn set_password_consumes_a_single_use_token() {
         .unwrap();
     let err = f.auth.login(login(email(), PASSWORD)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+const ROOT_PASSWORD: &str = "platform root password";
+
+/// Adds a platform admin `root@platform.test` (a cost-4 hash) to the fixture; returns its id.
+async fn platform_admin(f: &Fixture) -> Uuid {
+    let id = Uuid::new_v4();
+    let hash = bcrypt::hash(ROOT_PASSWORD, 4).unwrap();
+    exec(
+        &f.s,
+        &format!(
+            "INSERT INTO platform_admins (id, email, password_hash) \
+             VALUES ('{id}', 'Root@Platform.test', '{hash}')"
+        ),
+    )
+    .await;
+    id
+}
+
+fn platform_login(email: &str, password: &str) -> pb::LoginRequest {
+    pb::LoginRequest {
+        tenant_slug: String::new(),
+        identifier: Some(Identifier::Email(email.into())),
+        password: password.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platform_admin_logs_in_with_an_empty_slug() {
+    let mut f = fixture().await;
+    let id = platform_admin(&f).await;
+    let r = f
+        .auth
+        .login(platform_login("root@PLATFORM.test", ROOT_PASSWORD))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.token_type, "Bearer");
+    assert_eq!(r.expires_in, 3600);
+    assert_eq!(r.user_id, id.to_string());
+    assert_eq!(r.tenant_id, "");
+    assert_eq!(r.org_role(), common::OrgRole::Unspecified);
+    let caller = Verifier::new(&auth_config())
+        .unwrap()
+        .verify(&r.access_token)
+        .unwrap();
+    assert_eq!(caller.subject, id.to_string());
+    assert_eq!(caller.platform_role, Some(PlatformRole::SuperAdmin));
+    assert!(caller.tenant_id.is_none());
+    assert!(caller.org_role.is_none());
+
+    // The token works where a super admin is needed.
+    let mut admin = TenantAdminServiceClient::new(f.s.admin.channel().await);
+    let list = admin
+        .list_tenants(authed(pb::ListTenantsRequest::default(), &r.access_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.total_size, 1);
+    assert_eq!(list.tenants[0].tenant_id, f.tenant);
+
+    assert_eq!(
+        f.s.db
+            .count(
+                "SELECT count(*) AS n FROM platform_admins \
+                 WHERE last_login_at IS NOT NULL AND failed_login_attempts = 0"
+            )
+            .await,
+        1
+    );
+    assert_eq!(
+        f.s.db
+            .count(&format!(
+                "SELECT count(*) AS n FROM audit_events \
+                 WHERE action = 'tenantry.admin.v1.AuthService/Login' \
+                 AND organization_id IS NULL AND target_type = 'platform_admin' \
+                 AND target_id = '{id}' AND metadata ->> 'outcome' = 'success'"
+            ))
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn platform_admin_failures_look_alike() {
+    let mut f = fixture().await;
+    platform_admin(&f).await;
+    let mut answers = Vec::new();
+    for req in [
+        platform_login("root@platform.test", "wrong password"),
+        platform_login("nobody@platform.test", ROOT_PASSWORD),
+        // A tenant's user, right password, no tenant: not a platform admin.
+        platform_login("ada@acme.test", PASSWORD),
+    ] {
+        let err = f.auth.login(req).await.unwrap_err();
+        answers.push((err.code(), err.message().to_owned()));
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (Code::Unauthenticated, "invalid credentials".to_owned())),
+        "{answers:?}"
+    );
+    // Only the existing platform admin's failure is counted (and audited, without a tenant).
+    assert_eq!(
+        f.s.db
+            .count("SELECT count(*) AS n FROM platform_admins WHERE failed_login_attempts = 1")
+            .await,
+        1
+    );
+    assert_eq!(
+        f.s.db
+            .count("SELECT count(*) AS n FROM users WHERE failed_login_attempts > 0")
+            .await,
+        0
+    );
+    assert_eq!(
+        f.s.db
+            .count(
+                "SELECT count(*) AS n FROM audit_events \
+                 WHERE action = 'tenantry.admin.v1.AuthService/Login' \
+                 AND organization_id IS NULL AND metadata ->> 'outcome' = 'failure'"
+            )
+            .await,
+        1
+    );
+    // The tenant user still signs in to the tenant.
+    f.auth.login(login(email(), PASSWORD)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_failures_lock_a_platform_admin() {
+    let mut f = fixture().await;
+    platform_admin(&f).await;
+    for _ in 0..5 {
+        let err = f
+            .auth
+            .login(platform_login("root@platform.test", "wrong"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    let err = f
+        .auth
+        .login(platform_login("root@platform.test", ROOT_PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, "invalid credentials"),
+        "locked: the right password fails"
+    );
+    assert_eq!(
+        f.s.db
+            .count(
+                "SELECT count(*) AS n FROM platform_admins WHERE failed_login_attempts = 5 \
+                 AND locked_until > now() + interval '29 minutes'"
+            )
+            .await,
+        1
+    );
+    exec(
+        &f.s,
+        "UPDATE platform_admins SET locked_until = now() - interval '1 second'",
+    )
+    .await;
+    f.auth
+        .login(platform_login("root@platform.test", ROOT_PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.s.db
+            .count(
+                "SELECT count(*) AS n FROM platform_admins \
+                 WHERE failed_login_attempts = 0 AND locked_until IS NULL"
+            )
+            .await,
+        1
+    );
 }

@@ -380,15 +380,21 @@ async fn create_is_idempotent_by_request_id() {
     );
 }
 
+/// The issue's listing test: 10,000 pre-existing tenants (with many equal `created_at`, so the
+/// keyset's tie-breaker matters), paged 100 at a time while another task keeps creating tenants
+/// through the RPC: every pre-existing tenant is seen exactly once, and nothing twice.
 #[tokio::test(flavor = "multi_thread")]
 async fn listing_pages_under_concurrent_inserts_yields_each_tenant_once() {
+    const PRE_EXISTING: usize = 10_000;
     let s = Suite::start().await;
     exec(
         &s,
-        "INSERT INTO organizations (name, slug, email, created_at) \
-         SELECT 'Bulk ' || g, 'bulk-' || g, 'b' || g || '@x.test', \
-                now() - interval '1 hour' + (g % 50) * interval '1 second' \
-         FROM generate_series(1, 300) g",
+        &format!(
+            "INSERT INTO organizations (name, slug, email, created_at) \
+             SELECT 'Bulk ' || g, 'bulk-' || g, 'b' || g || '@x.test', \
+                    now() - interval '1 hour' + (g % 50) * interval '1 second' \
+             FROM generate_series(1, {PRE_EXISTING}) g"
+        ),
     )
     .await;
     let pre: Vec<Uuid> = {
@@ -398,6 +404,10 @@ async fn listing_pages_under_concurrent_inserts_yields_each_tenant_once() {
             id: Uuid,
         }
         let mut conn = s.db.admin_conn().await;
+        diesel::sql_query("ANALYZE organizations")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         diesel::sql_query("SELECT id FROM organizations")
             .load::<Row>(&mut conn)
             .await
@@ -406,6 +416,7 @@ async fn listing_pages_under_concurrent_inserts_yields_each_tenant_once() {
             .map(|r| r.id)
             .collect()
     };
+    assert_eq!(pre.len(), PRE_EXISTING);
     let mut c = client(&s).await;
     let first = c
         .list_tenants(sa(pb::ListTenantsRequest {
@@ -415,25 +426,31 @@ async fn listing_pages_under_concurrent_inserts_yields_each_tenant_once() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(first.total_size, 300);
+    assert_eq!(first.total_size, PRE_EXISTING as i32);
 
+    // Creates tenants through the RPC until the listing is done.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let writer = {
         let mut c = client(&s).await;
         tokio::spawn(async move {
-            for i in 0..40 {
-                c.create_tenant(sa(create_req(&format!("new-{i}"))))
+            let mut created = 0_usize;
+            while !*stopped.borrow_and_update() {
+                c.create_tenant(sa(create_req(&format!("new-{created}"))))
                     .await
                     .unwrap();
+                created += 1;
             }
+            created
         })
     };
+    let started = std::time::Instant::now();
     let mut seen: HashMap<Uuid, usize> = HashMap::new();
     let mut token = String::new();
     let mut pages = 0;
     loop {
         let page = c
             .list_tenants(sa(pb::ListTenantsRequest {
-                page_size: 7,
+                page_size: 100,
                 page_token: token.clone(),
                 ..Default::default()
             }))
@@ -450,8 +467,12 @@ async fn listing_pages_under_concurrent_inserts_yields_each_tenant_once() {
         token = page.next_page_token;
         tokio::task::yield_now().await;
     }
-    writer.await.unwrap();
-    assert!(pages >= 43);
+    let listing = started.elapsed();
+    stop.send(true).unwrap();
+    let created = writer.await.unwrap();
+    eprintln!("listed {pages} pages in {listing:?} while {created} tenants were created");
+    assert!(created > 0, "the writer ran during the listing");
+    assert!(pages >= PRE_EXISTING / 100);
     for id in &pre {
         assert_eq!(seen.get(id), Some(&1), "{id}");
     }

@@ -2,7 +2,8 @@
 //! integrations, limits, and the cached hot path every backend service reads. Default port 50052.
 //!
 //! Variables (besides the shared ones of `tenantry_runtime::config`):
-//! `TENANT_SETTINGS_ADDR` (default `0.0.0.0:50052`).
+//! `TENANT_SETTINGS_ADDR` (default `0.0.0.0:50052`) and `TENANTRY_SECRETS_KEY` (required: the
+//! base64 of 32 bytes, the AES-256-GCM key of integration secrets at rest; see [`crypto`]).
 //!
 //! - Features follow the feature × tier matrix (data in `tiers.rs`): an operator override wins,
 //!   then an org-admin toggle of a feature the tier offers, then the tier's default. Enabling a
@@ -16,10 +17,12 @@
 mod api;
 mod cache;
 mod convert;
+pub mod crypto;
 mod tiers;
 mod view;
 
 pub use cache::LISTENER_APPLICATION_NAME;
+pub use crypto::SecretsKey;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +45,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// The shared settings.
     pub common: CommonConfig,
+    /// The key that encrypts integration secrets at rest (`TENANTRY_SECRETS_KEY`).
+    pub secrets_key: SecretsKey,
 }
 
 impl Config {
@@ -54,8 +59,20 @@ impl Config {
         Ok(Self {
             listen_addr: config::parsed("TENANT_SETTINGS_ADDR", ([0, 0, 0, 0], 50052).into())?,
             common: CommonConfig::from_env()?,
+            secrets_key: secrets_key_from_env()?,
         })
     }
+}
+
+/// Reads `TENANTRY_SECRETS_KEY` (required).
+fn secrets_key_from_env() -> Result<SecretsKey, config::ConfigError> {
+    let encoded = secrecy::SecretString::from(config::required("TENANTRY_SECRETS_KEY")?);
+    SecretsKey::from_base64(encoded.expose_secret()).map_err(|detail| {
+        config::ConfigError::Invalid {
+            name: "TENANTRY_SECRETS_KEY",
+            detail,
+        }
+    })
 }
 
 /// Binds the configured address and serves until Ctrl-C or SIGTERM.
@@ -98,7 +115,13 @@ pub async fn serve(
         Arc::clone(&cache),
         stop.clone(),
     ));
-    let state = api::State { pool, cache, stop };
+    let sealer = Arc::new(crypto::Sealer::new(&config.secrets_key));
+    let state = api::State {
+        pool,
+        cache,
+        stop,
+        sealer,
+    };
     let auth = AuthLayer::new(
         Verifier::new(&config.common.auth)?,
         config.common.self_serve_signup,

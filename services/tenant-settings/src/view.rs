@@ -1,7 +1,8 @@
 //! A tenant's configuration as read from the database, and the proto messages built from it.
 //!
-//! Storage: `tenant_settings` holds locale, branding columns and the `security`, `compliance` and
-//! `custom_settings` JSON objects; `tenant_features` holds explicit feature decisions (no row:
+//! Storage: `tenant_settings` holds locale, branding columns (custom CSS and default theme
+//! included) and the `security`, `compliance` and `custom_settings` JSON objects;
+//! `tenant_features` holds explicit feature decisions (no row:
 //! the tier decides); `organizations` (owned by tenant-admin) holds tier, status, limits, usage
 //! and the display name and description.
 
@@ -33,6 +34,8 @@ pub(crate) enum Home {
     Compliance,
     /// `tenant_settings.custom_settings`.
     Custom,
+    /// `tenant_settings.default_theme` (shown as `branding.default_theme`).
+    Theme,
 }
 
 /// A default value.
@@ -96,12 +99,16 @@ pub(crate) const DEFAULT_SETTINGS: [(&str, Home, DefaultValue); 11] = [
         Home::Security,
         DefaultValue::Bool(false),
     ),
-    ("default_theme", Home::Custom, DefaultValue::Str("roblox")),
+    (
+        "default_theme",
+        Home::Theme,
+        DefaultValue::Str(DEFAULT_THEME),
+    ),
     ("default_language", Home::Custom, DefaultValue::Str("en-US")),
 ];
 
-/// Key of the default UI theme in custom settings (shown as `branding.default_theme`).
-pub(crate) const THEME_KEY: &str = "default_theme";
+/// The UI theme of a tenant that has not chosen one.
+pub(crate) const DEFAULT_THEME: &str = "roblox";
 
 /// Everything stored about one tenant's configuration.
 #[derive(Debug, Clone)]
@@ -282,11 +289,6 @@ pub(crate) fn settings_message(
     let (security, compliance, custom) = settings.map_or((&empty, &empty, &empty), |s| {
         (&s.security, &s.compliance, &s.custom_settings)
     });
-    let theme = custom
-        .get(THEME_KEY)
-        .and_then(Json::as_str)
-        .unwrap_or("roblox")
-        .to_owned();
     pb::TenantSettings {
         tenant_id: tenant.id.to_string(),
         tenant_name: tenant.name.clone(),
@@ -308,8 +310,12 @@ pub(crate) fn settings_message(
             custom_domain: settings
                 .and_then(|s| s.custom_domain.clone())
                 .unwrap_or_default(),
-            custom_css: String::new(),
-            default_theme: theme,
+            custom_css: settings
+                .and_then(|s| s.custom_css.clone())
+                .unwrap_or_default(),
+            default_theme: settings
+                .and_then(|s| s.default_theme.clone())
+                .unwrap_or_else(|| DEFAULT_THEME.to_owned()),
         }),
         security: Some(security_message(security)),
         compliance: Some(compliance_message(compliance)),

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use common::{bad_fields, client, create_tenant, suite};
 use prost_types::{Struct, Value, value::Kind};
+use secrecy::ExposeSecret as _;
+use tenant_settings::crypto::{Sealer, SecretContext};
 use tenantry_auth::OrgRole;
 use tenantry_proto::settings::v1 as pb;
 use tenantry_testing::{authed, member_token, super_admin_token};
@@ -19,6 +21,28 @@ use uuid::Uuid;
 
 const SECRET: &str = "sk-live-7d1c0ffee-do-not-leak";
 const SECRET2: &str = "whsec-second-9f8e7d";
+
+#[derive(diesel::QueryableByName)]
+struct RawSecrets {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    secrets: String,
+}
+
+/// The `secrets` column of an integration as stored, read as the superuser.
+async fn raw_secrets(suite: &tenantry_testing::Suite, tenant: Uuid, name: &str) -> String {
+    use diesel_async::RunQueryDsl as _;
+    let mut conn = suite.db.admin_conn().await;
+    diesel::sql_query(
+        "SELECT secrets::text AS secrets FROM integrations \
+         WHERE organization_id = $1::text::uuid AND name = $2",
+    )
+    .bind::<diesel::sql_types::Text, _>(tenant.to_string())
+    .bind::<diesel::sql_types::Text, _>(name)
+    .get_result::<RawSecrets>(&mut conn)
+    .await
+    .unwrap()
+    .secrets
+}
 
 #[derive(Clone)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -114,12 +138,44 @@ async fn integrations_keep_secrets_write_only() {
             .count(&format!(
                 "SELECT count(*) AS n FROM integrations WHERE organization_id = '{tenant}' \
                  AND name = 'google_classroom' AND enabled \
-                 AND secrets ->> 'client_secret' = '{SECRET}' \
                  AND config ->> 'domain' = 'school.example.org'"
             ))
             .await,
         1
     );
+    // At rest the secrets are sealed (AES-256-GCM): the raw jsonb, read as the superuser,
+    // holds neither plaintext, and each value opens with the key for its own context only.
+    let raw = raw_secrets(&suite, tenant, "google_classroom").await;
+    assert!(!raw.contains(SECRET) && !raw.contains(SECRET2), "{raw}");
+    let stored: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&raw).unwrap();
+    let sealer = Sealer::new(&tenantry_testing::secrets_key());
+    for (name, plain) in [("client_secret", SECRET), ("webhook_key", SECRET2)] {
+        let sealed = stored[name].as_str().unwrap();
+        assert!(sealed.starts_with("v1:"), "{sealed}");
+        let context = SecretContext {
+            tenant,
+            integration: "google_classroom",
+            name,
+        };
+        assert_eq!(
+            sealer.open(&context, sealed).unwrap().expose_secret(),
+            plain
+        );
+        let elsewhere = SecretContext {
+            tenant: Uuid::new_v4(),
+            ..context
+        };
+        assert!(sealer.open(&elsewhere, sealed).is_err());
+    }
+    // A value stored in the clear (before encryption at rest) is sealed by the next update.
+    common::exec(
+        &suite.db,
+        &format!(
+            "UPDATE integrations SET secrets = secrets || '{{\"legacy\": \"plain-legacy-value\"}}' \
+             WHERE organization_id = '{tenant}' AND name = 'google_classroom'"
+        ),
+    )
+    .await;
 
     // Update: keep config, remove one secret (empty value), keep the other, disable.
     let updated = c
@@ -139,7 +195,20 @@ async fn integrations_keep_secrets_write_only() {
     responses.push(format!("{updated:?}"));
     let i = updated.integration.unwrap();
     assert!(!i.enabled);
-    assert_eq!(i.secret_fields.len(), 1);
+    assert_eq!(i.secret_fields.len(), 2);
+    let raw = raw_secrets(&suite, tenant, "google_classroom").await;
+    assert!(
+        !raw.contains("plain-legacy-value") && !raw.contains(SECRET),
+        "{raw}"
+    );
+    common::exec(
+        &suite.db,
+        &format!(
+            "UPDATE integrations SET secrets = secrets - 'legacy' \
+             WHERE organization_id = '{tenant}' AND name = 'google_classroom'"
+        ),
+    )
+    .await;
     assert!(i.config.unwrap().fields.contains_key("domain"));
 
     // Admins see config and secret names; members see names and enabled only.

@@ -224,7 +224,7 @@ async fn update_settings_writes_the_masked_fields_and_validates_first() {
                  AND (security ->> 'password_expiry_days')::int = 180 \
                  AND (compliance ->> 'data_retention_days')::int = 730 \
                  AND (compliance ->> 'ferpa_compliance_required')::boolean \
-                 AND custom_settings ->> 'default_theme' = 'dark'"
+                 AND default_theme = 'dark' AND NOT custom_settings ? 'default_theme'"
             ))
             .await,
         1
@@ -548,7 +548,12 @@ async fn initialize_defaults_writes_the_eleven_keys_once() {
     c.update_custom_settings(authed(
         pb::UpdateCustomSettingsRequest {
             tenant_id: String::new(),
-            settings: Some(obj(vec![("default_theme", s("space"))])),
+            settings: Some(obj(vec![(
+                "weekly_reports",
+                Value {
+                    kind: Some(Kind::BoolValue(false)),
+                },
+            )])),
         },
         &member_token(tenant, OrgRole::Admin),
     ))
@@ -558,8 +563,8 @@ async fn initialize_defaults_writes_the_eleven_keys_once() {
     exec(
         &suite.db,
         &format!(
-            "UPDATE tenant_settings SET security = '{{}}', compliance = '{{}}' \
-             WHERE organization_id = '{tenant}'"
+            "UPDATE tenant_settings SET security = '{{}}', compliance = '{{}}', \
+             default_theme = 'space' WHERE organization_id = '{tenant}'"
         ),
     )
     .await;
@@ -573,8 +578,8 @@ async fn initialize_defaults_writes_the_eleven_keys_once() {
         )
     };
     let first = c.initialize_defaults(request()).await.unwrap().into_inner();
-    assert_eq!(first.keys_written.len(), 10);
-    assert_eq!(first.keys_kept, ["default_theme"]);
+    assert_eq!(first.keys_written.len(), 9);
+    assert_eq!(first.keys_kept, ["weekly_reports", "default_theme"]);
     let second = c.initialize_defaults(request()).await.unwrap().into_inner();
     assert!(second.keys_written.is_empty());
     assert_eq!(second.keys_kept.len(), 11);
@@ -584,7 +589,8 @@ async fn initialize_defaults_writes_the_eleven_keys_once() {
             .db
             .count(&format!(
                 "SELECT count(*) AS n FROM tenant_settings WHERE organization_id = '{tenant}' \
-                 AND custom_settings ->> 'default_theme' = 'space' \
+                 AND default_theme = 'space' \
+                 AND NOT (custom_settings ->> 'weekly_reports')::boolean \
                  AND (custom_settings ->> 'email_notifications')::boolean \
                  AND custom_settings ->> 'default_language' = 'en-US' \
                  AND (security ->> 'max_login_attempts')::int = 5 \

@@ -209,6 +209,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Platform (super) admin accounts (migration 000002). Visible in platform mode only.
+    platform_admins (id) {
+        id -> Uuid,
+        email -> Text,
+        password_hash -> Text,
+        failed_login_attempts -> Int4,
+        locked_until -> Nullable<Timestamptz>,
+        last_login_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     provisioning_jobs (id) {
         id -> Uuid,
         organization_id -> Uuid,
@@ -264,10 +278,15 @@ diesel::table! {
         security -> Jsonb,
         compliance -> Jsonb,
         custom_settings -> Jsonb,
-        /// Optimistic-concurrency counter, bumped by the writer.
+        /// Configuration version: bumped by the writer, and by a trigger when the
+        /// organization's status, tier or limits change (migration 000003).
         version -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        /// At most 64 KiB (migration 000003).
+        custom_css -> Nullable<Text>,
+        /// 1 to 50 characters; NULL reads as "roblox" (migration 000003).
+        default_theme -> Nullable<Text>,
     }
 }
 

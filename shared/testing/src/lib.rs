@@ -30,6 +30,8 @@ pub mod tools;
 
 /// The HS256 secret of every test token.
 pub const TEST_JWT_SECRET: &str = "tenantry-test-secret-0123456789abcdef";
+/// The key (base64 of 32 bytes) that encrypts integration secrets in every test tenant-settings.
+pub const TEST_SECRETS_KEY: &str = "dGVuYW50cnktdGVzdC1zZWNyZXRzLWtleS0zMmJ5dGU=";
 /// The password tests give `tenantry_app`.
 pub const TEST_APP_PASSWORD: &str = "tenantry_app_test";
 /// Lock key that serializes template creation across test processes.
@@ -241,6 +243,16 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+/// The integration-secrets key of every test tenant-settings ([`TEST_SECRETS_KEY`]).
+///
+/// # Panics
+///
+/// Never: the constant is valid.
+#[must_use]
+pub fn secrets_key() -> tenant_settings::SecretsKey {
+    tenant_settings::SecretsKey::from_base64(TEST_SECRETS_KEY).unwrap()
+}
+
 /// The shared configuration of a test service on `db`.
 #[must_use]
 pub fn common_config(db: &TestDb) -> CommonConfig {
@@ -364,6 +376,7 @@ impl Suite {
         let settings_cfg = tenant_settings::Config {
             listen_addr: s,
             common: common_config(&db),
+            secrets_key: secrets_key(),
         };
         let prov_cfg = provisioning::Config {
             listen_addr: p,

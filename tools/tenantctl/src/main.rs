@@ -5,9 +5,12 @@
 //!   services, prints a super-admin token and commands to try, and stops everything on Ctrl-C.
 //! - `tenantctl migrate`: bootstraps the roles and runs pending migrations (`DATABASE_ADMIN_URL`).
 //! - `tenantctl token`: mints a token with the configured key.
+//! - `tenantctl create-super-admin`: creates a platform admin account (login with an empty
+//!   tenant slug).
 //! - `tenantctl serve <service>`: runs one service in this process (what `up` starts).
 //! - `tenantctl health <addr>`: exits 0 when the service at `addr` reports SERVING.
 
+mod super_admin;
 mod up;
 
 use std::path::PathBuf;
@@ -59,6 +62,9 @@ enum Command {
         #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
         data_dir: PathBuf,
     },
+    /// Creates a platform (super) admin account, who logs in with an empty tenant slug. Uses
+    /// DATABASE_URL, else DATABASE_ADMIN_URL, else the private Postgres of `tenantctl up`.
+    CreateSuperAdmin(super_admin::CreateSuperAdminArgs),
     /// Checks a service's gRPC health (exit code 0 when SERVING), for container health checks.
     Health {
         /// Address, e.g. `127.0.0.1:50051`.
@@ -138,6 +144,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{token}");
                 Ok(())
             }
+            Command::CreateSuperAdmin(args) => super_admin::run(args).await,
             Command::Health { addr, service } => {
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
                     .connect_timeout(std::time::Duration::from_secs(2))

@@ -19,7 +19,8 @@ use crate::ServiceArg;
 /// Arguments of `tenantctl up`.
 #[derive(clap::Args)]
 pub(crate) struct UpArgs {
-    /// Folder for the private Postgres cluster, the generated JWT secret and logs.
+    /// Folder for the private Postgres cluster, the generated JWT secret and secrets key, and
+    /// logs.
     #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
     data_dir: PathBuf,
     /// Address of tenant-admin.
@@ -54,14 +55,46 @@ fn secret(data_dir: &Path) -> anyhow::Result<SecretString> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let path = data_dir.join(SECRET_FILE);
-    std::fs::write(&path, &s)?;
+    write_private(&data_dir.join(SECRET_FILE), &s)?;
+    Ok(SecretString::from(s))
+}
+
+/// The file that keeps the key of integration secrets `up` generated.
+const SECRETS_KEY_FILE: &str = "secrets-key";
+
+/// The key that encrypts integration secrets at rest (`TENANTRY_SECRETS_KEY` for
+/// tenant-settings): the variable when set, else the one kept in `data_dir`, else a new random
+/// one, kept there (0600) so that secrets stored by one `up` still decrypt in the next.
+fn secrets_key(data_dir: &Path) -> anyhow::Result<SecretString> {
+    if let Some(s) = tenantry_runtime::config::var("TENANTRY_SECRETS_KEY") {
+        return Ok(SecretString::from(s));
+    }
+    let path = data_dir.join(SECRETS_KEY_FILE);
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(SecretString::from(s.trim().to_owned()));
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let s = base64::engine::general_purpose::STANDARD.encode(bytes);
+    write_private(&path, &s)?;
+    Ok(SecretString::from(s))
+}
+
+/// Writes a new file only its owner may read (0600 from the start on Unix).
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
     }
-    Ok(SecretString::from(s))
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
 }
 
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -74,6 +107,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let secret = secret(&data_dir)?;
+    let secrets_key = secrets_key(&data_dir)?;
 
     // The database: the configured one, or a private cluster.
     let mut cluster = None;
@@ -147,6 +181,12 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .stdout(std::fs::File::create(logs.join(format!("{name}.log")))?)
                 .stderr(std::fs::File::create(logs.join(format!("{name}.err.log")))?)
                 .kill_on_drop(true);
+            // Only tenant-settings holds the key of integration secrets.
+            if *name == "tenant-settings" {
+                cmd.env("TENANTRY_SECRETS_KEY", secrets_key.expose_secret());
+            } else {
+                cmd.env_remove("TENANTRY_SECRETS_KEY");
+            }
             let child = cmd
                 .spawn()
                 .with_context(|| format!("cannot start {name}"))?;

@@ -6,15 +6,20 @@
 //! Only a caller who gave the right password learns that the tenant is suspended or cancelled
 //! (FAILED_PRECONDITION, as the proto documents). Five failures in a row lock the account for
 //! 30 minutes. bcrypt runs on the blocking pool; no database connection is held meanwhile.
+//!
+//! An empty `tenant_slug` signs in a platform admin (table `platform_admins`, created by
+//! `tenantctl create-super-admin`) by e-mail: the token has role `super_admin` and no tenant.
+//! The same lockout, the same single answer for every failure, the same audit events (without
+//! a tenant).
 
 use chrono::Utc;
 use diesel_async::AsyncConnection;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
-use tenantry_auth::OrgRole;
+use tenantry_auth::{OrgRole, PlatformRole};
 use tenantry_db::models::audit;
 use tenantry_db::models::organization::{self, Organization};
-use tenantry_db::models::user::{self, LoginName, User};
+use tenantry_db::models::user::{self, LoginName, PlatformAdmin, User};
 use tenantry_db::{Scope, set_scope};
 use tenantry_proto::admin::v1 as pb;
 use tenantry_proto::admin::v1::login_request::Identifier;
@@ -28,7 +33,8 @@ use crate::passwords;
 use crate::tenant_access;
 
 const SERVICE: &str = "AuthService";
-/// Lifetime of an access token from Login.
+/// Lifetime, in seconds, of every access token tenant-admin returns (Login, and the org-scoped
+/// tokens of the organization RPCs through `orgs::secrets`).
 pub(crate) const ACCESS_TOKEN_TTL_SECS: i64 = 3600;
 
 fn invalid_credentials() -> ApiError {
@@ -97,6 +103,89 @@ impl AuthApi {
     }
 }
 
+impl AuthApi {
+    /// Finds a platform admin by e-mail (platform scope).
+    async fn lookup_platform_admin(&self, email: &str) -> ApiResult<Option<PlatformAdmin>> {
+        let mut conn = self.state.pool.get().await?;
+        conn.transaction::<_, ApiError, _>(async |conn| {
+            set_scope(conn, Scope::Platform).await?;
+            Ok(user::find_platform_admin_by_email(conn, email).await?)
+        })
+        .await
+    }
+
+    /// Records the outcome of a platform admin's login (failure counter or success) and its
+    /// audit event, which has no tenant.
+    async fn record_platform_login(&self, a: &PlatformAdmin, success: bool) -> ApiResult<()> {
+        let method = action(SERVICE, "Login");
+        let actor = Actor::public(a.id);
+        let mut conn = self.state.pool.get().await?;
+        conn.transaction::<_, ApiError, _>(async |conn| {
+            set_scope(conn, Scope::Platform).await?;
+            let metadata = if success {
+                user::record_platform_admin_login(conn, a.id).await?;
+                serde_json::json!({ "outcome": "success" })
+            } else {
+                let after = user::record_platform_admin_failed_login(conn, a.id).await?;
+                let locked = after.is_locked(Utc::now()) && !a.is_locked(Utc::now());
+                serde_json::json!({
+                    "outcome": "failure",
+                    "failed_login_attempts": after.failed_login_attempts,
+                    "locked": locked,
+                })
+            };
+            audit::record_audit(
+                conn,
+                &actor.event(None, &method, "platform_admin", a.id, metadata, None),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Login with an empty tenant slug: a platform admin by e-mail → a `super_admin` token.
+    async fn login_platform_admin(
+        &self,
+        email: &str,
+        password: SecretString,
+    ) -> ApiResult<pb::LoginResponse> {
+        let pw = &self.state.passwords;
+        let found = self.lookup_platform_admin(email).await?;
+        let admin = match found {
+            Some(a) if !a.is_locked(Utc::now()) => a,
+            _ => {
+                // Unknown or locked: same work, same answer.
+                pw.verify_dummy(&password).await?;
+                return Err(invalid_credentials());
+            }
+        };
+        if !pw.verify(&password, &admin.password_hash).await? {
+            self.record_platform_login(&admin, false).await?;
+            return Err(invalid_credentials());
+        }
+        self.record_platform_login(&admin, true).await?;
+        let token = self
+            .state
+            .signer
+            .mint(
+                &admin.id.to_string(),
+                Some(PlatformRole::SuperAdmin),
+                None,
+                ACCESS_TOKEN_TTL_SECS,
+            )
+            .map_err(ApiError::internal)?;
+        Ok(pb::LoginResponse {
+            access_token: token,
+            token_type: "Bearer".into(),
+            expires_in: ACCESS_TOKEN_TTL_SECS,
+            user_id: admin.id.to_string(),
+            tenant_id: String::new(),
+            org_role: tenantry_proto::common::v1::OrgRole::Unspecified.into(),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl pb::auth_service_server::AuthService for AuthApi {
     #[tracing::instrument(skip_all, fields(rpc.method = "Login"))]
@@ -106,8 +195,12 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::new();
-        if req.tenant_slug.trim().is_empty() {
-            v.add("tenant_slug", "is required");
+        let platform = req.tenant_slug.trim().is_empty();
+        if platform && matches!(req.identifier, Some(Identifier::Username(_))) {
+            v.add(
+                "tenant_slug",
+                "is required to sign in by username (platform admins sign in by email)",
+            );
         }
         let name = match &req.identifier {
             Some(Identifier::Email(e)) if !e.trim().is_empty() => Some(LoginName::Email(e.trim())),
@@ -133,6 +226,14 @@ impl pb::auth_service_server::AuthService for AuthApi {
         v.finish()?;
         let name = name.ok_or_else(|| ApiError::field("identifier", "is required"))?;
         let password = SecretString::from(req.password);
+        if platform {
+            let LoginName::Email(email) = name else {
+                return Err(ApiError::field("tenant_slug", "is required").into());
+            };
+            return Ok(Response::new(
+                self.login_platform_admin(email, password).await?,
+            ));
+        }
         let pw = &self.state.passwords;
 
         let found = self.lookup(req.tenant_slug.trim(), name).await?;

@@ -1,5 +1,6 @@
 //! GetIntegrations, UpdateIntegration, RemoveIntegration. Secrets are write-only: a response
-//! names the stored secrets (`is_set`), never their values, and nothing logs them.
+//! names the stored secrets (`is_set`), never their values, and nothing logs them. They are
+//! stored encrypted (AES-256-GCM, see [`crate::crypto`]) and never decrypted here.
 
 use diesel_async::AsyncConnection as _;
 use serde_json::{Map, Value as Json};
@@ -8,10 +9,12 @@ use tenantry_db::models::settings::{self as db, IntegrationRow};
 use tenantry_proto::settings::v1 as pb;
 use tenantry_runtime::{ApiError, ApiResult, Violations};
 use tonic::Request;
+use uuid::Uuid;
 
 use super::{SettingsApi, load_usable, scope, target};
 use crate::api::settings::MAX_JSON_BYTES;
 use crate::convert::{json_to_struct, jsonb_text_len, struct_to_json, timestamp};
+use crate::crypto::{Sealer, SecretContext};
 
 /// Most secrets per integration.
 const MAX_SECRETS: usize = 32;
@@ -78,6 +81,14 @@ fn message(row: &IntegrationRow, full: bool) -> pb::Integration {
             Vec::new()
         },
         updated_at: Some(timestamp(row.updated_at)),
+    }
+}
+
+fn secret_context<'a>(tenant: Uuid, integration: &'a str, name: &'a str) -> SecretContext<'a> {
+    SecretContext {
+        tenant,
+        integration,
+        name,
     }
 }
 
@@ -165,6 +176,7 @@ impl SettingsApi {
         v.finish()?;
         let enabled = r.enabled;
         let secrets = &r.secrets;
+        let sealer = &self.state.sealer;
         let mut conn = self.state.conn().await?;
         let row = conn
             .transaction(async |conn| -> ApiResult<IntegrationRow> {
@@ -189,7 +201,17 @@ impl SettingsApi {
                     if value.is_empty() {
                         stored.remove(key);
                     } else {
-                        stored.insert(key.clone(), Json::String(value.clone()));
+                        let sealed = sealer.seal(&secret_context(tenant, name, key), value);
+                        stored.insert(key.clone(), Json::String(sealed));
+                    }
+                }
+                // A value stored in the clear before secrets were encrypted at rest is
+                // encrypted on the integration's next update.
+                for (key, value) in &mut stored {
+                    if let Json::String(s) = value
+                        && !Sealer::is_sealed(s)
+                    {
+                        *s = sealer.seal(&secret_context(tenant, name, key), s);
                     }
                 }
                 let stored = Json::Object(stored);

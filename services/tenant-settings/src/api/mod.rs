@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::cache::{Cache, Snapshot};
+use crate::crypto::Sealer;
 use crate::tiers;
 use crate::view::{self, TenantState};
 
@@ -33,6 +34,8 @@ pub(crate) struct State {
     pub(crate) cache: Arc<Cache>,
     /// Turns true on shutdown (ends the watch streams).
     pub(crate) stop: watch::Receiver<bool>,
+    /// Encrypts integration secrets at rest.
+    pub(crate) sealer: Arc<Sealer>,
 }
 
 impl State {

@@ -13,10 +13,22 @@ use tonic::Request;
 
 use super::{SettingsApi, is_platform, load_usable, scope, target};
 use crate::convert::{jsonb_text_len, struct_to_json};
-use crate::view::{self, DEFAULT_SETTINGS, Home, THEME_KEY, TenantState};
+use crate::view::{self, DEFAULT_SETTINGS, Home, TenantState};
 
 /// Largest custom settings object, as Postgres renders it (`jsonb::text`).
 pub(crate) const MAX_JSON_BYTES: usize = 64 * 1024;
+/// Largest custom CSS, bytes.
+const MAX_CSS_BYTES: usize = 64 * 1024;
+
+/// Custom CSS: at most 64 KiB, no control characters but tab and line breaks, and no `</` (so
+/// it cannot close the `<style>` element a client embeds it in).
+fn is_safe_css(css: &str) -> bool {
+    css.len() <= MAX_CSS_BYTES
+        && !css
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        && !css.contains("</")
+}
 
 /// Every leaf path of TenantSettings that UpdateSettings writes.
 const LEAVES: [&str; 25] = [
@@ -150,6 +162,7 @@ struct Update<'a> {
     compliance: pb::ComplianceSettings,
     branding: pb::Branding,
     domain: String,
+    theme: String,
     sso_configuration: Option<Map<String, Json>>,
 }
 
@@ -182,6 +195,7 @@ fn validate_update(request: &pb::UpdateSettingsRequest) -> ApiResult<Update<'_>>
     let compliance = s.compliance.unwrap_or_default();
     let branding = s.branding.clone().unwrap_or_default();
     let domain = branding.custom_domain.trim().to_ascii_lowercase();
+    let theme = branding.default_theme.trim().to_owned();
     let mut sso_configuration = None;
     for leaf in &leaves {
         let field = format!("settings.{leaf}");
@@ -232,12 +246,12 @@ fn validate_update(request: &pb::UpdateSettingsRequest) -> ApiResult<Update<'_>>
                 "must be a host name such as learn.example.org",
             ),
             "branding.custom_css" => v.check(
-                branding.custom_css.is_empty(),
+                is_safe_css(&branding.custom_css),
                 field,
-                "custom CSS is not supported yet",
+                "must be at most 64 KiB, without control characters or \"</\"",
             ),
             "branding.default_theme" => v.check(
-                branding.default_theme.chars().count() <= 50
+                branding.default_theme.trim().chars().count() <= 50
                     && !has_control(&branding.default_theme),
                 field,
                 "must be at most 50 characters",
@@ -288,6 +302,7 @@ fn validate_update(request: &pb::UpdateSettingsRequest) -> ApiResult<Update<'_>>
         compliance,
         branding,
         domain,
+        theme,
         sso_configuration,
     })
 }
@@ -354,8 +369,13 @@ impl SettingsApi {
                         &old_branding.custom_domain,
                     ),
                     (
+                        "branding.custom_css",
+                        &u.branding.custom_css,
+                        &old_branding.custom_css,
+                    ),
+                    (
                         "branding.default_theme",
-                        &u.branding.default_theme,
+                        &u.theme,
                         &old_branding.default_theme,
                     ),
                 ];
@@ -385,9 +405,7 @@ impl SettingsApi {
                     let taken = db::custom_domain_taken(conn, &u.domain, tenant).await?;
                     tenantry_db::set_scope(conn, scope(&caller, tenant)).await?;
                     if taken {
-                        return Err(ApiError::AlreadyExists(
-                            "the custom domain is used by another tenant".into(),
-                        ));
+                        return Err(domain_taken());
                     }
                 }
 
@@ -397,7 +415,6 @@ impl SettingsApi {
                     .map(object)
                     .unwrap_or_default();
                 let mut compliance = object(&current.compliance);
-                let mut custom = object(&current.custom_settings);
                 let p = &u.policy;
                 let sec = &u.security;
                 let com = &u.compliance;
@@ -467,16 +484,6 @@ impl SettingsApi {
                                 com.data_retention_days.into(),
                             );
                         }
-                        "branding.default_theme" => {
-                            if u.branding.default_theme.is_empty() {
-                                custom.remove(THEME_KEY);
-                            } else {
-                                custom.insert(
-                                    THEME_KEY.into(),
-                                    u.branding.default_theme.clone().into(),
-                                );
-                            }
-                        }
                         _ => {}
                     }
                 }
@@ -488,7 +495,6 @@ impl SettingsApi {
                 }
                 let security = Json::Object(security);
                 let compliance = Json::Object(compliance);
-                let custom = Json::Object(custom);
                 let changes = SettingsChangeset {
                     timezone: u.has("timezone").then_some(u.s.timezone.as_str()),
                     locale: u.has("locale").then_some(u.s.locale.as_str()),
@@ -508,11 +514,21 @@ impl SettingsApi {
                         .has("branding.custom_domain")
                         .then(|| nullable(&u.domain))
                         .flatten(),
+                    custom_css: u
+                        .has("branding.custom_css")
+                        .then(|| nullable(&u.branding.custom_css))
+                        .flatten(),
+                    default_theme: u
+                        .has("branding.default_theme")
+                        .then(|| nullable(&u.theme))
+                        .flatten(),
                     security: (security != current.security).then_some(&security),
                     compliance: (compliance != current.compliance).then_some(&compliance),
-                    custom_settings: (custom != current.custom_settings).then_some(&custom),
+                    custom_settings: None,
                 };
-                db::update_settings(conn, tenant, &changes).await?;
+                db::update_settings(conn, tenant, &changes)
+                    .await
+                    .map_err(domain_violation)?;
                 let profile = TenantProfileChangeset {
                     display_name: u
                         .has("display_name")
@@ -674,11 +690,21 @@ impl SettingsApi {
             let mut compliance = object(&current.compliance);
             let mut custom = object(&current.custom_settings);
             let mut response = pb::InitializeDefaultsResponse::default();
+            let mut theme = None;
             for (key, home, value) in DEFAULT_SETTINGS {
                 let target = match home {
                     Home::Security => &mut security,
                     Home::Compliance => &mut compliance,
                     Home::Custom => &mut custom,
+                    Home::Theme => {
+                        if current.default_theme.is_some() {
+                            response.keys_kept.push(key.to_owned());
+                        } else {
+                            theme = Some(value);
+                            response.keys_written.push(key.to_owned());
+                        }
+                        continue;
+                    }
                 };
                 if target.contains_key(key) {
                     response.keys_kept.push(key.to_owned());
@@ -687,6 +713,7 @@ impl SettingsApi {
                     response.keys_written.push(key.to_owned());
                 }
             }
+            let theme = theme.map(|t| t.json());
             response.version = if response.keys_written.is_empty() {
                 current.version
             } else {
@@ -699,6 +726,7 @@ impl SettingsApi {
                     security: Some(&security),
                     compliance: Some(&compliance),
                     custom_settings: Some(&custom),
+                    default_theme: theme.as_ref().map(|t| t.as_str()),
                     ..SettingsChangeset::default()
                 };
                 db::update_settings(conn, tenant, &changes)
@@ -710,6 +738,27 @@ impl SettingsApi {
         })
         .await
     }
+}
+
+/// ALREADY_EXISTS naming the custom domain.
+fn domain_taken() -> ApiError {
+    ApiError::AlreadyExists(
+        "settings.branding.custom_domain: the custom domain is used by another tenant".into(),
+    )
+}
+
+/// Maps a violation of the unique index on custom domains (a concurrent claim the advisory
+/// lock did not see, or a row written around the service) to [`domain_taken`].
+fn domain_violation(e: diesel::result::Error) -> ApiError {
+    if let diesel::result::Error::DatabaseError(
+        diesel::result::DatabaseErrorKind::UniqueViolation,
+        info,
+    ) = &e
+        && info.constraint_name() == Some(db::CUSTOM_DOMAIN_UNIQUE)
+    {
+        return domain_taken();
+    }
+    e.into()
 }
 
 /// Maps the custom-settings size constraint to a violation of `settings`.

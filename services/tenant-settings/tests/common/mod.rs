@@ -65,6 +65,7 @@ pub(crate) async fn second_replica(suite: &Suite) -> TestServer {
         let config = tenant_settings::Config {
             listen_addr: l.local_addr().expect("addr"),
             common,
+            secrets_key: tenantry_testing::secrets_key(),
         };
         tenant_settings::serve(config, l, stop)
             .await

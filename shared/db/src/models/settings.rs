@@ -150,6 +150,10 @@ pub struct SettingsRow {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Custom CSS (at most 64 KiB).
+    pub custom_css: Option<String>,
+    /// Default UI theme; `None` reads as the default.
+    pub default_theme: Option<String>,
 }
 
 /// Finds a tenant's settings row.
@@ -229,6 +233,10 @@ pub struct SettingsChangeset<'a> {
     pub secondary_color: Option<Option<&'a str>>,
     /// New custom domain (lowercase).
     pub custom_domain: Option<Option<&'a str>>,
+    /// New custom CSS.
+    pub custom_css: Option<Option<&'a str>>,
+    /// New default theme.
+    pub default_theme: Option<Option<&'a str>>,
     /// New security object.
     pub security: Option<&'a Value>,
     /// New compliance object.
@@ -286,6 +294,10 @@ pub async fn lock_custom_domain(conn: &mut AsyncPgConnection, domain: &str) -> Q
     .await?;
     Ok(())
 }
+
+/// Name of the unique index on `lower(custom_domain)`: a unique violation naming it means
+/// another tenant claimed the domain.
+pub const CUSTOM_DOMAIN_UNIQUE: &str = "tenant_settings_custom_domain_unique";
 
 /// Tells whether a tenant other than `except` uses `domain` (lowercase). Needs the platform
 /// scope to see other tenants' rows.

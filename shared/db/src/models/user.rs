@@ -1,5 +1,6 @@
-//! Users of a tenant (table `users`) and their single-use set-password tokens (table
-//! `password_tokens`), both owned by tenant-admin.
+//! Users of a tenant (table `users`), their single-use set-password tokens (table
+//! `password_tokens`) and the platform (super) admin accounts (table `platform_admins`, platform
+//! scope only), all owned by tenant-admin.
 //!
 //! E-mail and username are unique per tenant, case-insensitively (indexes
 //! `users_organization_id_lower_email_key` and `users_organization_id_lower_username_key`), so
@@ -12,7 +13,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::schema::{password_tokens, users};
+use crate::schema::{password_tokens, platform_admins, users};
 
 diesel::define_sql_function! {
     /// SQL `lower(text)`, matching the case-insensitive unique indexes.
@@ -200,8 +201,20 @@ pub async fn set_role(
 ///
 /// `NotFound`, or the database error.
 pub async fn record_failed_login(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<User> {
-    diesel::sql_query(
-        "UPDATE users SET \
+    diesel::sql_query(failed_login_sql("users"))
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<diesel::sql_types::Integer, _>(MAX_FAILED_LOGINS)
+        .bind::<diesel::sql_types::Integer, _>(LOCK_MINUTES)
+        .get_result::<UserByName>(conn)
+        .await
+        .map(User::from)
+}
+
+/// The UPDATE behind [`record_failed_login`] and [`record_platform_admin_failed_login`]
+/// (`$1` id, `$2` [`MAX_FAILED_LOGINS`], `$3` [`LOCK_MINUTES`]); `table` is a constant.
+fn failed_login_sql(table: &str) -> String {
+    format!(
+        "UPDATE {table} SET \
            failed_login_attempts = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() \
                                         THEN 1 ELSE failed_login_attempts + 1 END, \
            locked_until = CASE \
@@ -210,14 +223,8 @@ pub async fn record_failed_login(conn: &mut AsyncPgConnection, id: Uuid) -> Quer
                         THEN 1 ELSE failed_login_attempts + 1 END) >= $2 \
                THEN now() + make_interval(mins => $3) \
              ELSE NULL END \
-         WHERE id = $1 RETURNING *",
+         WHERE id = $1 RETURNING *"
     )
-    .bind::<diesel::sql_types::Uuid, _>(id)
-    .bind::<diesel::sql_types::Integer, _>(MAX_FAILED_LOGINS)
-    .bind::<diesel::sql_types::Integer, _>(LOCK_MINUTES)
-    .get_result::<UserByName>(conn)
-    .await
-    .map(User::from)
 }
 
 /// Records a successful login: clears the failure counter and lock, sets `last_login_at`.
@@ -389,6 +396,118 @@ pub async fn find_password_token(
 pub async fn use_password_token(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
     diesel::update(password_tokens::table.find(id))
         .set(password_tokens::used_at.eq(Some(Utc::now())))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// A platform (super) admin account: every column of `platform_admins`, in table order. Visible
+/// in platform scope only.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable, Identifiable)]
+#[diesel(table_name = platform_admins, check_for_backend(diesel::pg::Pg))]
+pub struct PlatformAdmin {
+    /// Account id (the `sub` of its tokens).
+    pub id: Uuid,
+    /// E-mail (unique, case-insensitive).
+    pub email: String,
+    /// bcrypt hash. Never log or return it.
+    pub password_hash: String,
+    /// Consecutive failed logins.
+    pub failed_login_attempts: i32,
+    /// Locked until this time (after [`MAX_FAILED_LOGINS`] failures).
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Last successful login.
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last update.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PlatformAdmin {
+    /// Tells whether the account is locked at `at`.
+    #[must_use]
+    pub fn is_locked(&self, at: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|until| until > at)
+    }
+}
+
+/// A platform admin to insert.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = platform_admins)]
+pub struct NewPlatformAdmin<'a> {
+    /// E-mail.
+    pub email: &'a str,
+    /// bcrypt hash.
+    pub password_hash: &'a str,
+}
+
+/// Inserts a platform admin (platform scope).
+///
+/// # Errors
+///
+/// A unique violation (`platform_admins_lower_email_key`), a check violation
+/// (`platform_admins_email_format`), or the database error.
+pub async fn insert_platform_admin(
+    conn: &mut AsyncPgConnection,
+    new: &NewPlatformAdmin<'_>,
+) -> QueryResult<PlatformAdmin> {
+    diesel::insert_into(platform_admins::table)
+        .values(new)
+        .returning(PlatformAdmin::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Loads a platform admin by e-mail, case-insensitively (platform scope); `None` if absent.
+///
+/// # Errors
+///
+/// The database error.
+pub async fn find_platform_admin_by_email(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+) -> QueryResult<Option<PlatformAdmin>> {
+    platform_admins::table
+        .filter(lower_text(platform_admins::email).eq(email.to_lowercase()))
+        .select(PlatformAdmin::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// [`record_failed_login`] for a platform admin (platform scope).
+///
+/// # Errors
+///
+/// `NotFound`, or the database error.
+pub async fn record_platform_admin_failed_login(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<PlatformAdmin> {
+    diesel::sql_query(failed_login_sql("platform_admins"))
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<diesel::sql_types::Integer, _>(MAX_FAILED_LOGINS)
+        .bind::<diesel::sql_types::Integer, _>(LOCK_MINUTES)
+        .get_result::<PlatformAdmin>(conn)
+        .await
+}
+
+/// [`record_login`] for a platform admin (platform scope).
+///
+/// # Errors
+///
+/// `NotFound`, or the database error.
+pub async fn record_platform_admin_login(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<()> {
+    diesel::update(platform_admins::table.find(id))
+        .set((
+            platform_admins::failed_login_attempts.eq(0),
+            platform_admins::locked_until.eq(None::<DateTime<Utc>>),
+            platform_admins::last_login_at.eq(Some(Utc::now())),
+        ))
         .execute(conn)
         .await
         .map(|_| ())

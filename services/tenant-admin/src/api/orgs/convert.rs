@@ -1,7 +1,6 @@
 //! Rows to API messages, and the API enums to the stored vocabularies.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use tenantry_auth::OrgRole;
 use tenantry_db::models::billing::{Invoice, PaymentMethod};
 use tenantry_db::models::invitation::Invitation;
 use tenantry_db::models::member::Member;
@@ -30,50 +29,25 @@ pub(crate) fn add_months(first: NaiveDate, months: i32) -> NaiveDate {
     NaiveDate::from_ymd_opt(year, u32::try_from(month0).unwrap_or(0) + 1, 1).unwrap_or(first)
 }
 
+// The enum tables live once in `crate::convert`; these are the `i32` / stored-name forms the
+// organization and billing handlers use.
+
 /// The API enum of a stored tier.
 pub(crate) fn tier_to_pb(tier: Tier) -> i32 {
-    (match tier {
-        Tier::Free => common::SubscriptionTier::Free,
-        Tier::Basic => common::SubscriptionTier::Basic,
-        Tier::Professional => common::SubscriptionTier::Professional,
-        Tier::Enterprise => common::SubscriptionTier::Enterprise,
-        Tier::Education => common::SubscriptionTier::Education,
-    }) as i32
+    crate::convert::tier_to_proto(tier).into()
 }
 
 /// The stored tier of an API enum value; `None` for unset or unknown values.
 pub(crate) fn tier_from_pb(value: i32) -> Option<Tier> {
-    match common::SubscriptionTier::try_from(value).ok()? {
-        common::SubscriptionTier::Unspecified => None,
-        common::SubscriptionTier::Free => Some(Tier::Free),
-        common::SubscriptionTier::Basic => Some(Tier::Basic),
-        common::SubscriptionTier::Professional => Some(Tier::Professional),
-        common::SubscriptionTier::Enterprise => Some(Tier::Enterprise),
-        common::SubscriptionTier::Education => Some(Tier::Education),
-    }
+    crate::convert::tier_from_proto(value).tier()
 }
 
 /// The API enum of a stored org role.
 pub(crate) fn role_to_pb(role: &str) -> i32 {
-    (match role.parse::<OrgRole>() {
-        Ok(OrgRole::Admin) => common::OrgRole::Admin,
-        Ok(OrgRole::Manager) => common::OrgRole::Manager,
-        Ok(OrgRole::Teacher) => common::OrgRole::Teacher,
-        Ok(OrgRole::Member) => common::OrgRole::Member,
-        Err(()) => common::OrgRole::Unspecified,
-    }) as i32
+    crate::convert::role_name_to_proto(role).into()
 }
 
-/// The org role of an API enum value; `None` for unset or unknown values.
-pub(crate) fn role_from_pb(value: i32) -> Option<OrgRole> {
-    match common::OrgRole::try_from(value).ok()? {
-        common::OrgRole::Unspecified => None,
-        common::OrgRole::Admin => Some(OrgRole::Admin),
-        common::OrgRole::Manager => Some(OrgRole::Manager),
-        common::OrgRole::Teacher => Some(OrgRole::Teacher),
-        common::OrgRole::Member => Some(OrgRole::Member),
-    }
-}
+pub(crate) use crate::convert::role_from_proto as role_from_pb;
 
 /// The API-call counter as of `now` (0 when it counts an earlier month).
 pub(crate) fn api_calls_now(org: &Organization, now: DateTime<Utc>) -> i64 {

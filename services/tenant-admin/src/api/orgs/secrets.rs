@@ -10,8 +10,8 @@ use tenantry_runtime::{ApiError, ApiResult};
 
 use uuid::Uuid;
 
-/// Lifetime of the access tokens these RPCs return, in seconds.
-pub(crate) const ACCESS_TOKEN_TTL_SECS: i64 = 3600;
+pub(crate) use crate::api::auth::ACCESS_TOKEN_TTL_SECS;
+
 /// A new invitation token (32 random bytes, URL-safe base64) and its SHA-256.
 pub(crate) fn new_invitation_token() -> (String, Vec<u8>) {
     let mut bytes = [0u8; 32];
