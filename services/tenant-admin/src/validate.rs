@@ -162,6 +162,24 @@ pub(crate) fn encode_token(cursor: Cursor, filters: &str) -> String {
     ))
 }
 
+/// Cuts the `limit + 1` rows a keyset query returned into one page and the token of the next
+/// page (empty on the last page).
+pub(crate) fn page_of<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    filters: &str,
+    cursor: impl Fn(&T) -> Cursor,
+) -> (Vec<T>, String) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = match rows.last() {
+        Some(last) if more => encode_token(cursor(last), filters),
+        _ => String::new(),
+    };
+    (rows, next)
+}
+
 /// Decodes a page token; empty means the first page.
 ///
 /// # Errors

@@ -387,21 +387,10 @@ impl BillingApi {
                 Ok::<_, ApiError>((rows, total))
             })
             .await?;
-        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-        let page: Vec<_> = rows
-            .into_iter()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect();
-        let next_page_token = match page.last() {
-            Some(last) if more => validate::encode_token(
-                Cursor {
-                    created_at: last.issued_at,
-                    id: last.id,
-                },
-                &filters,
-            ),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = validate::page_of(rows, limit, &filters, |last| Cursor {
+            created_at: last.issued_at,
+            id: last.id,
+        });
         let now = Utc::now();
         Ok(pb::ListInvoicesResponse {
             invoices: page.iter().map(|i| convert::invoice(i, now)).collect(),

@@ -729,21 +729,10 @@ impl OrganizationsApi {
                 Ok::<_, ApiError>((rows, total))
             })
             .await?;
-        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-        let page: Vec<_> = rows
-            .into_iter()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect();
-        let next_page_token = match page.last() {
-            Some(last) if more => validate::encode_token(
-                Cursor {
-                    created_at: last.created_at,
-                    id: last.id,
-                },
-                &filters,
-            ),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = validate::page_of(rows, limit, &filters, |last| Cursor {
+            created_at: last.created_at,
+            id: last.id,
+        });
         Ok(pb::ListMembersResponse {
             members: page.iter().map(convert::member).collect(),
             next_page_token,
@@ -1002,21 +991,10 @@ impl OrganizationsApi {
                 Ok::<_, ApiError>((rows, total))
             })
             .await?;
-        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-        let page: Vec<_> = rows
-            .into_iter()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect();
-        let next_page_token = match page.last() {
-            Some(last) if more => validate::encode_token(
-                Cursor {
-                    created_at: last.created_at,
-                    id: last.id,
-                },
-                &filters,
-            ),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = validate::page_of(rows, limit, &filters, |last| Cursor {
+            created_at: last.created_at,
+            id: last.id,
+        });
         let now = Utc::now();
         Ok(pb::ListInvitationsResponse {
             invitations: page.iter().map(|i| convert::invitation(i, now)).collect(),
