@@ -75,6 +75,17 @@ impl Config {
     }
 }
 
+/// How many bcrypt hashes run at once: one core fewer than the machine has (at least one), so
+/// a burst of logins or provisions never takes every core from the calls that read (a hash at
+/// cost 12 holds a core for about 240 ms).
+#[must_use]
+pub fn hash_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZero::get)
+        .saturating_sub(1)
+        .max(1)
+}
+
 /// Settings read from the environment besides [`Config`] (kept apart so that code building a
 /// `Config` literal keeps compiling; fold them into `Config` when convenient).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +178,10 @@ pub async fn serve_with(
     let mut pool_config = tenantry_db::PoolConfig::new(config.common.database_url.expose_secret());
     pool_config.max_size = config.common.pool_size;
     let pool = tenantry_db::connect(&pool_config).await?;
+    // Super admins' reads (GetTenant, ListTenants) in one statement each, on a pool of the same
+    // size whose connections are opened on demand.
+    let platform_config = pool_config.clone();
+    let platform = tenantry_db::connect_platform(&platform_config).await?;
     let signer = Signer::new(&config.common.auth)?;
     let tokens = ServiceTokenInterceptor::new(signer.clone(), "tenant-admin");
     let lazy = |url: &str| -> anyhow::Result<api::ServiceChannel> {
@@ -178,12 +193,13 @@ pub async fn serve_with(
     };
     let state = api::State {
         pool,
+        platform,
         signer,
         settings: lazy(&config.settings_url)?,
         provisioning: lazy(&config.provisioning_url)?,
         passwords: Arc::new(passwords::Passwords::new(
             tuning.bcrypt_cost,
-            std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            hash_concurrency(),
         )),
         config: Arc::new(config.clone()),
     };

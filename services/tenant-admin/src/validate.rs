@@ -162,6 +162,42 @@ pub(crate) fn encode_token(cursor: Cursor, filters: &str) -> String {
     ))
 }
 
+/// Like [`encode_token`], also carrying the total the listing counted on its first page.
+pub(crate) fn encode_token_with_total(cursor: Cursor, filters: &str, total: i64) -> String {
+    encode_token(cursor, &format!("{filters}~{total}"))
+}
+
+/// Reads a token of [`encode_token_with_total`]: the cursor and the carried total.
+///
+/// # Errors
+///
+/// INVALID_ARGUMENT naming `page_token` when it is malformed or was issued for other filters.
+pub(crate) fn decode_token_with_total(
+    token: &str,
+    filters: &str,
+) -> ApiResult<Option<(Cursor, i64)>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let malformed = || ApiError::field("page_token", "is malformed");
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
+    let raw = String::from_utf8(raw).map_err(|_| malformed())?;
+    let (_, carried) = raw.rsplit_once('|').ok_or_else(malformed)?;
+    let (fp, total) = carried.split_once('~').ok_or_else(malformed)?;
+    let total: i64 = total.parse().map_err(|_| malformed())?;
+    if total < 0 {
+        return Err(malformed());
+    }
+    let cursor = decode_token(token, &format!("{fp}~{total}"))?.ok_or_else(malformed)?;
+    if fp != filters {
+        return Err(ApiError::field(
+            "page_token",
+            "was issued for other filters; start again without a token",
+        ));
+    }
+    Ok(Some((cursor, total)))
+}
+
 /// Cuts the `limit + 1` rows a keyset query returned into one page and the token of the next
 /// page (empty on the last page).
 pub(crate) fn page_of<T>(

@@ -605,6 +605,60 @@ async fn list_filters_and_bad_paging() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn total_size_is_counted_when_a_listing_starts_and_carried_by_its_tokens() {
+    let s = Suite::start().await;
+    let mut c = client(&s).await;
+    for slug in ["t-one", "t-two", "t-three"] {
+        create(&mut c, slug).await;
+    }
+    let first = c
+        .list_tenants(sa(pb::ListTenantsRequest {
+            page_size: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.total_size, 3);
+    assert_eq!(first.tenants.len(), 2);
+    // A tenant created meanwhile: the listing in progress keeps its total, a new one counts it.
+    create(&mut c, "t-four").await;
+    let second = c
+        .list_tenants(sa(pb::ListTenantsRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.total_size, 3, "carried by the token");
+    assert_eq!(
+        second.tenants.len(),
+        1,
+        "the new tenant sorts before the cursor"
+    );
+    let fresh = c
+        .list_tenants(sa(pb::ListTenantsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fresh.total_size, 4);
+    // The token belongs to its filters.
+    let err = c
+        .list_tenants(sa(pb::ListTenantsRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            active_only: Some(false),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields(&err), vec!["page_token"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn get_finds_a_tenant_and_answers_not_found_otherwise() {
     let s = Suite::start().await;
     let mut c = client(&s).await;

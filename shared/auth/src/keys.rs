@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
@@ -224,7 +225,24 @@ pub struct Verifier {
     hs256: Option<DecodingKey>,
     by_kid: HashMap<String, DecodingKey>,
     validation: Validation,
+    /// Tokens whose signature and claims were already verified, with their validity window:
+    /// backend services send the same token on every call, and checking a signature again
+    /// (HMAC, and far more so RSA or Ed25519) would be most of a cached read's cost. A hit
+    /// needs the exact token text, and is refused once outside `nbf..exp` (with the leeway).
+    verified: Arc<RwLock<HashMap<Box<str>, Verified>>>,
 }
+
+/// A verified token's caller and validity window.
+#[derive(Debug, Clone)]
+struct Verified {
+    caller: Caller,
+    nbf: i64,
+    exp: i64,
+}
+
+/// Most tokens kept verified; the map is emptied when it is full (hits resume at once for the
+/// tokens in use).
+const VERIFIED_CAPACITY: usize = 8_192;
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -291,6 +309,7 @@ impl Verifier {
             hs256,
             by_kid,
             validation,
+            verified: Arc::new(RwLock::new(HashMap::new())),
         })
     }
 
@@ -300,6 +319,19 @@ impl Verifier {
     ///
     /// [`TokenError`] for any token that is not valid now.
     pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
+        if let Ok(map) = self.verified.read()
+            && let Some(v) = map.get(token)
+            && now - leeway < v.exp
+            && v.nbf <= now + leeway
+        {
+            return Ok(v.caller.clone());
+        }
+        self.verify_uncached(token)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Caller, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != self.algorithm.jwt() {
             return Err(TokenError::Malformed);
@@ -314,7 +346,22 @@ impl Verifier {
         };
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
-        data.claims.into_caller()
+        let (nbf, exp) = (data.claims.nbf, data.claims.exp);
+        let caller = data.claims.into_caller()?;
+        if let Ok(mut map) = self.verified.write() {
+            if map.len() >= VERIFIED_CAPACITY {
+                map.clear();
+            }
+            map.insert(
+                token.into(),
+                Verified {
+                    caller: caller.clone(),
+                    nbf,
+                    exp,
+                },
+            );
+        }
+        Ok(caller)
     }
 }
 
@@ -400,5 +447,76 @@ impl Signer {
         ttl_secs: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         self.sign(&Claims::new(&self.config, sub, role, tenant, ttl_secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn config() -> AuthConfig {
+        AuthConfig::hs256("a-test-secret-of-at-least-32-bytes!!")
+    }
+
+    /// A token whose validity (leeway included) ends `secs` from now.
+    fn token_valid_for(secs: i64) -> String {
+        let config = config();
+        let mut claims = Claims::new(&config, "svc", Some(PlatformRole::Service), None, 60);
+        let leeway = i64::try_from(LEEWAY_SECS).unwrap();
+        claims.exp = chrono::Utc::now().timestamp() - leeway + secs;
+        Signer::new(&config).unwrap().sign(&claims).unwrap()
+    }
+
+    #[test]
+    fn a_verified_token_is_answered_from_the_cache_and_still_expires() {
+        let verifier = Verifier::new(&config()).unwrap();
+        let token = token_valid_for(2);
+        let first = verifier.verify(&token).unwrap();
+        assert!(
+            verifier
+                .verified
+                .read()
+                .unwrap()
+                .contains_key(token.as_str())
+        );
+        assert_eq!(verifier.verify(&token).unwrap(), first);
+        std::thread::sleep(std::time::Duration::from_millis(3_100));
+        // The cached entry must not outlive the token.
+        assert!(verifier.verify(&token).is_err());
+    }
+
+    #[test]
+    fn only_the_exact_token_text_hits_the_cache() {
+        let verifier = Verifier::new(&config()).unwrap();
+        let token = token_valid_for(60);
+        verifier.verify(&token).unwrap();
+        // Same claims, tampered signature: verified afresh, and refused.
+        let at = token.len() - 10;
+        let c = token.as_bytes()[at];
+        let forged = format!(
+            "{}{}{}",
+            &token[..at],
+            if c == b'A' { 'B' } else { 'A' },
+            &token[at + 1..]
+        );
+        assert!(verifier.verify(&forged).is_err());
+        assert!(
+            !verifier
+                .verified
+                .read()
+                .unwrap()
+                .contains_key(forged.as_str())
+        );
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let verifier = Verifier::new(&config()).unwrap();
+        for _ in 0..(VERIFIED_CAPACITY + 10) {
+            verifier.verify(&token_valid_for(60)).unwrap();
+        }
+        assert!(verifier.verified.read().unwrap().len() <= VERIFIED_CAPACITY);
     }
 }

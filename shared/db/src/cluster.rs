@@ -100,6 +100,17 @@ impl Cluster {
     ///
     /// [`ClusterError`] when a Postgres command fails.
     pub fn start(base: &Path, durable: bool) -> Result<Self, ClusterError> {
+        Self::start_with(base, durable, "")
+    }
+
+    /// Like [`Cluster::start`], with `extra_conf` (lines of `postgresql.conf`, such as
+    /// `shared_preload_libraries = 'pg_stat_statements'`) appended when the cluster is
+    /// initialized.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError`] when a Postgres command fails.
+    pub fn start_with(base: &Path, durable: bool, extra_conf: &str) -> Result<Self, ClusterError> {
         std::fs::create_dir_all(base)?;
         let base = base.canonicalize()?;
         let as_postgres = is_root();
@@ -148,6 +159,8 @@ impl Cluster {
             if !durable {
                 conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
             }
+            conf.push_str(extra_conf);
+            conf.push('\n');
             let conf_path = data.join("postgresql.conf");
             let mut existing = std::fs::read_to_string(&conf_path)?;
             existing.push_str(&conf);

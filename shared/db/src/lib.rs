@@ -18,7 +18,9 @@ mod scope;
 pub mod urls;
 
 pub use migrate::{APP_ROLE, MIGRATIONS, MigrateError, OWNER_ROLE, ensure_database, migrate};
-pub use pool::{Pool, PoolConfig, PoolError, PooledConn, connect};
+pub use pool::{
+    PlatformPool, Pool, PoolConfig, PoolError, PooledConn, connect, connect_platform, platform_url,
+};
 pub use scope::{Scope, set_scope};
 
 /// A hash of the migration files, to tell a stale test template from a current one.

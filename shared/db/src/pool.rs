@@ -56,3 +56,87 @@ pub async fn connect(config: &PoolConfig) -> Result<Pool, PoolError> {
         .build_unchecked(manager);
     Ok(pool)
 }
+
+/// A pool whose connections run in platform mode for their whole session
+/// (`tenantry.platform = on`, set in the connection's startup packet).
+///
+/// For the reads of super admins and services, which see every tenant anyway: such a read
+/// needs no transaction and no scope statement, so it is one statement and one round trip
+/// instead of four (`BEGIN`, scope, query, `COMMIT`). A transaction on it may still narrow its
+/// scope with [`crate::set_scope`], which overrides the session's setting until it ends. Only a
+/// handler whose authorization rule admits nothing but platform callers may take a connection
+/// from it.
+#[derive(Clone)]
+pub struct PlatformPool(Pool);
+
+impl std::fmt::Debug for PlatformPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformPool")
+            .field("state", &self.0.state())
+            .finish()
+    }
+}
+
+impl PlatformPool {
+    /// Checks a platform-mode connection out.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError`] on a checkout timeout or a failed connect.
+    pub async fn get(&self) -> Result<PooledConn<'_>, PoolError> {
+        self.0.get().await
+    }
+}
+
+/// The connection string `url` with `tenantry.platform = on` in its startup options.
+#[must_use]
+pub fn platform_url(url: &str) -> String {
+    const OPTION: &str = "-c tenantry.platform=on";
+    match url::Url::parse(url) {
+        // Spaces as %20: libpq-style URL parsers (tokio-postgres among them) do not read `+`.
+        Ok(u) => {
+            let sep = if u.query().is_some_and(|q| !q.is_empty()) {
+                '&'
+            } else {
+                '?'
+            };
+            format!("{u}{sep}options=-c%20tenantry.platform%3Don")
+        }
+        // A key=value connection string.
+        Err(_) => format!("{url} options='{OPTION}'"),
+    }
+}
+
+/// Builds a [`PlatformPool`] with `config`'s settings.
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_platform(config: &PoolConfig) -> Result<PlatformPool, PoolError> {
+    let config = PoolConfig {
+        url: platform_url(&config.url),
+        ..config.clone()
+    };
+    Ok(PlatformPool(connect(&config).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::platform_url;
+
+    #[test]
+    fn platform_url_adds_the_startup_option() {
+        assert_eq!(
+            platform_url("postgres://app:pw@127.0.0.1:5432/db"),
+            "postgres://app:pw@127.0.0.1:5432/db?options=-c%20tenantry.platform%3Don"
+        );
+        assert_eq!(
+            platform_url("postgres://app@h/db?sslmode=disable"),
+            "postgres://app@h/db?sslmode=disable&options=-c%20tenantry.platform%3Don"
+        );
+        assert_eq!(
+            platform_url("host=h user=app dbname=db"),
+            "host=h user=app dbname=db options='-c tenantry.platform=on'"
+        );
+    }
+}

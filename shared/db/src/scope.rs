@@ -1,6 +1,11 @@
-use diesel::sql_types::Text;
+use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
+
+diesel::define_sql_function! {
+    /// Postgres' `set_config(name, value, is_local)`.
+    fn set_config(name: Text, value: Text, is_local: Bool) -> Text;
+}
 
 /// Whose rows a transaction may see, decided from the verified token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +33,12 @@ pub async fn set_scope(conn: &mut AsyncPgConnection, scope: Scope) -> diesel::Qu
         Scope::Platform => (String::new(), "on"),
         Scope::Nobody => (String::new(), "off"),
     };
-    diesel::sql_query(
-        "SELECT set_config('tenantry.tenant_id', $1, true), set_config('tenantry.platform', $2, true)",
-    )
-    .bind::<Text, _>(tenant)
-    .bind::<Text, _>(platform)
+    // A query-builder statement, not `sql_query`: it is prepared once per connection and
+    // cached, where a raw query would be parsed and planned again in every transaction.
+    diesel::select((
+        set_config("tenantry.tenant_id", tenant, true),
+        set_config("tenantry.platform", platform, true),
+    ))
     .execute(conn)
     .await?;
     Ok(())

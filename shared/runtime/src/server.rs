@@ -147,7 +147,9 @@ pub async fn serve(
         .layer(options.auth)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // TCP_NODELAY: without it, an answer larger than one segment (a page of 50
+            // tenants) waits for the client's delayed ACK, 40 ms per call.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             signal,
         );
 

@@ -33,6 +33,9 @@ pub(crate) type ServiceChannel = InterceptedService<Channel, ServiceTokenInterce
 pub(crate) struct State {
     /// The database pool (role `tenantry_app`).
     pub(crate) pool: Pool,
+    /// Platform-mode connections (`tenantry_db::PlatformPool`) for the reads of handlers
+    /// whose rule admits super admins only.
+    pub(crate) platform: tenantry_db::PlatformPool,
     /// Signs access tokens (login, self-serve signup).
     pub(crate) signer: Signer,
     /// tenant-settings, with service tokens.

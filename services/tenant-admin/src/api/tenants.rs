@@ -529,7 +529,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
             query,
         ]);
         let cursor = if v.is_empty() {
-            validate::decode_token(&req.page_token, &filters)?
+            validate::decode_token_with_total(&req.page_token, &filters)?
         } else {
             None
         };
@@ -541,44 +541,52 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
             active_only,
             query: (!query.is_empty()).then_some(query),
         };
-        let mut conn = self.state.pool.get().await.map_err(ApiError::from)?;
-        let response = conn
-            .transaction::<_, ApiError, _>(async |conn| {
-                set_scope(conn, Scope::Platform).await?;
-                let mut rows = organization::list_page(
-                    conn,
-                    &filter,
-                    cursor.map(|c| (c.created_at, c.id)),
-                    page_size + 1,
-                )
-                .await?;
-                let more = rows.len() as i64 > page_size;
-                rows.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
-                let total = organization::count(conn, &filter).await?;
-                let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
-                let locales = locales(conn, &ids).await?;
-                let next_page_token = match rows.last() {
-                    Some(last) if more => validate::encode_token(
-                        validate::Cursor {
-                            created_at: last.created_at,
-                            id: last.id,
-                        },
-                        &filters,
-                    ),
-                    _ => String::new(),
-                };
-                Ok(pb::ListTenantsResponse {
-                    tenants: rows
-                        .iter()
-                        .map(|o| {
-                            convert::tenant(o, &locales.get(&o.id).cloned().unwrap_or_default())
-                        })
-                        .collect(),
-                    next_page_token,
-                    total_size: i32::try_from(total).unwrap_or(i32::MAX),
-                })
+        // ListTenants admits super admins only: platform-mode connection, no transaction — the
+        // page (and, on a listing's first page, the count) and the locales.
+        let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
+        let conn = &mut *conn;
+        let response = async {
+            let mut rows = organization::list_page(
+                conn,
+                &filter,
+                cursor.map(|(c, _)| (c.created_at, c.id)),
+                page_size + 1,
+            )
+            .await
+            .map_err(ApiError::from)?;
+            let more = rows.len() as i64 > page_size;
+            rows.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
+            // Counted once per listing, on its first page; later pages carry it.
+            let total = match cursor {
+                Some((_, total)) => total,
+                None => organization::count(conn, &filter)
+                    .await
+                    .map_err(ApiError::from)?,
+            };
+            let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
+            let locales = locales(conn, &ids).await?;
+            let next_page_token = match rows.last() {
+                Some(last) if more => validate::encode_token_with_total(
+                    validate::Cursor {
+                        created_at: last.created_at,
+                        id: last.id,
+                    },
+                    &filters,
+                    total,
+                ),
+                _ => String::new(),
+            };
+            Ok(pb::ListTenantsResponse {
+                tenants: rows
+                    .iter()
+                    .map(|o| convert::tenant(o, &locales.get(&o.id).cloned().unwrap_or_default()))
+                    .collect(),
+                next_page_token,
+                total_size: i32::try_from(total).unwrap_or(i32::MAX),
             })
-            .await?;
+        }
+        .await
+        .map_err(|e: ApiError| e)?;
         Ok(Response::new(response))
     }
 
@@ -588,16 +596,26 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, GrpcStatus> {
         let id = tenant_id(&request.get_ref().tenant_id)?;
-        let mut conn = self.state.pool.get().await.map_err(ApiError::from)?;
-        let tenant = conn
-            .transaction::<_, ApiError, _>(async |conn| {
-                set_scope(conn, Scope::Platform).await?;
-                let org = organization::find(conn, id)
-                    .await
-                    .map_err(|e| not_found(e, "tenant"))?;
-                tenant_message(conn, &org).await
-            })
-            .await?;
+        // GetTenant admits super admins only: a platform-mode connection, one statement (the
+        // row and its locale settings), no transaction.
+        let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
+        let (org, locale): (Organization, Option<(String, String)>) =
+            tenantry_db::schema::organizations::table
+                .left_join(tenant_settings::table.on(
+                    tenant_settings::organization_id.eq(tenantry_db::schema::organizations::id),
+                ))
+                .filter(tenantry_db::schema::organizations::id.eq(id))
+                .select((
+                    Organization::as_select(),
+                    (tenant_settings::timezone, tenant_settings::locale).nullable(),
+                ))
+                .first(&mut *conn)
+                .await
+                .map_err(|e| not_found(e, "tenant"))?;
+        let locale = locale
+            .map(|(timezone, locale)| Locale { timezone, locale })
+            .unwrap_or_default();
+        let tenant = convert::tenant(&org, &locale);
         Ok(Response::new(pb::GetTenantResponse {
             tenant: Some(tenant),
         }))

@@ -566,17 +566,50 @@ pub async fn list_page(
     use crate::schema::organizations::dsl as o;
     let mut q = filtered(filter);
     if let Some((created, id)) = after {
-        q = q.filter(
-            o::created_at
-                .lt(created)
-                .or(o::created_at.eq(created).and(o::id.lt(id))),
-        );
+        // A row comparison, not `a < x OR (a = x AND b < y)`: Postgres turns it into one
+        // range scan of `organizations_created_at_id_idx` starting at the cursor, so a deep
+        // page costs what the first page costs.
+        q = q.filter(Before { created, id });
     }
     q.order((o::created_at.desc(), o::id.desc()))
         .limit(limit)
         .select(Organization::as_select())
         .load(conn)
         .await
+}
+
+/// `(organizations.created_at, organizations.id) < ($1, $2)`, as an expression of its own
+/// rather than an SQL literal, so that the listing's statement stays cacheable (a literal makes
+/// diesel prepare, and Postgres plan, the statement again on every call).
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct Before {
+    created: DateTime<Utc>,
+    id: Uuid,
+}
+
+impl diesel::expression::Expression for Before {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<QS> diesel::expression::AppearsOnTable<QS> for Before {}
+impl<QS> diesel::expression::SelectableExpression<QS> for Before {}
+
+impl diesel::expression::ValidGrouping<()> for Before {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Before {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql("(\"organizations\".\"created_at\", \"organizations\".\"id\") < (");
+        out.push_bind_param::<diesel::sql_types::Timestamptz, _>(&self.created)?;
+        out.push_sql(", ");
+        out.push_bind_param::<diesel::sql_types::Uuid, _>(&self.id)?;
+        out.push_sql(")");
+        Ok(())
+    }
 }
 
 /// Counts the tenants matching `filter`.

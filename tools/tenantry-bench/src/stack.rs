@@ -1,0 +1,400 @@
+//! The system under test: a private Postgres (with `pg_stat_statements`), one migrated
+//! database, and each service — plus the echo baseline — in a process of its own, so that CPU
+//! time and resident memory are read per process from `/proc`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use tenantry_db::cluster::Cluster;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The password of the seeded users.
+pub(crate) const PASSWORD: &str = "bench-password-0123";
+/// The database of the bench.
+const DB: &str = "tenantry_bench";
+
+#[derive(diesel::QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// The private Postgres cluster; stopped and removed when dropped.
+pub(crate) struct Db {
+    cluster: Cluster,
+    base: PathBuf,
+    /// Superuser URL of the bench database.
+    pub(crate) admin_url: String,
+    /// Superuser URL of the `postgres` database (statement counting runs there, so it does not
+    /// count itself).
+    pub(crate) server_url: String,
+    /// URL of the services' role.
+    pub(crate) app_url: String,
+}
+
+impl Db {
+    /// initdb (durable: fsync and synchronous commit on, so writes cost what they cost),
+    /// `pg_stat_statements` preloaded; creates and migrates the bench database.
+    pub(crate) async fn start(pool_size: u32) -> Result<Self> {
+        let base = std::env::temp_dir().join(format!("tenantry-bench-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let conf = format!(
+            "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n\
+             pg_stat_statements.track_utility = on\nmax_connections = {}\n",
+            200 + pool_size * 3
+        );
+        let cluster = tokio::task::spawn_blocking({
+            let base = base.clone();
+            move || Cluster::start_with(&base, true, &conf)
+        })
+        .await?
+        .context("starting the private Postgres (initdb, pg_ctl)")?;
+        let server_url = cluster.admin_url("postgres");
+        let admin_url = cluster.admin_url(DB);
+        tenantry_db::ensure_database(&server_url, DB).await?;
+        tenantry_db::migrate(&admin_url, tenantry_testing::TEST_APP_PASSWORD)
+            .await
+            .context("migrating")?;
+        // The view lives where it is read: the `postgres` database (its counts cover every
+        // database).
+        let mut conn = AsyncPgConnection::establish(&server_url).await?;
+        diesel::sql_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&mut conn)
+            .await
+            .context("pg_stat_statements")?;
+        let app_url = tenantry_db::urls::with_user(
+            &admin_url,
+            tenantry_db::APP_ROLE,
+            tenantry_testing::TEST_APP_PASSWORD,
+        )?;
+        Ok(Self {
+            cluster,
+            base,
+            admin_url,
+            server_url,
+            app_url,
+        })
+    }
+
+    /// Top-level statements executed in the bench database so far (`BEGIN`, `SET`, `COMMIT`
+    /// and pool pings included).
+    pub(crate) async fn statements(&self) -> Result<i64> {
+        let mut conn = AsyncPgConnection::establish(&self.server_url).await?;
+        let n: N = diesel::sql_query(
+            "SELECT coalesce(sum(calls), 0)::bigint AS n FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)",
+        )
+        .bind::<Text, _>(DB)
+        .get_result(&mut conn)
+        .await?;
+        Ok(n.n)
+    }
+
+    /// Backends of the services' role right now.
+    pub(crate) async fn app_backends(&self) -> Result<i64> {
+        let mut conn = AsyncPgConnection::establish(&self.server_url).await?;
+        let n: N =
+            diesel::sql_query("SELECT count(*) AS n FROM pg_stat_activity WHERE usename = $1")
+                .bind::<Text, _>(tenantry_db::APP_ROLE)
+                .get_result(&mut conn)
+                .await?;
+        Ok(n.n)
+    }
+
+    pub(crate) async fn admin_conn(&self) -> Result<AsyncPgConnection> {
+        Ok(AsyncPgConnection::establish(&self.admin_url).await?)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// A serving child process.
+pub(crate) struct Proc {
+    pub(crate) name: &'static str,
+    child: Child,
+}
+
+/// CPU ticks and memory of a process.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProcStat {
+    /// utime + stime, in clock ticks.
+    pub(crate) ticks: u64,
+    /// Resident set, kB.
+    pub(crate) rss_kb: u64,
+    /// Peak resident set, kB.
+    pub(crate) hwm_kb: u64,
+}
+
+pub(crate) fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(100)
+}
+
+impl Proc {
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub(crate) fn stat(&self) -> ProcStat {
+        let Some(pid) = self.pid() else {
+            return ProcStat::default();
+        };
+        let mut s = ProcStat::default();
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the command name (which may hold spaces) start at `)`.
+            if let Some(rest) = text.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                // rest[0] is field 3 (state): utime is field 14, stime 15.
+                let utime = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let stime = f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                s.ticks = utime + stime;
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            for line in text.lines() {
+                let kb = || {
+                    line.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                if line.starts_with("VmRSS:") {
+                    s.rss_kb = kb();
+                } else if line.starts_with("VmHWM:") {
+                    s.hwm_kb = kb();
+                }
+            }
+        }
+        s
+    }
+
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+/// Binds and releases a port on 127.0.0.1.
+pub(crate) fn free_addr() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+/// The addresses of the three services and the echo server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Addrs {
+    pub(crate) admin: SocketAddr,
+    pub(crate) settings: SocketAddr,
+    pub(crate) provisioning: SocketAddr,
+    pub(crate) echo: SocketAddr,
+}
+
+impl Addrs {
+    pub(crate) fn pick() -> Result<Self> {
+        Ok(Self {
+            admin: free_addr()?,
+            settings: free_addr()?,
+            provisioning: free_addr()?,
+            echo: free_addr()?,
+        })
+    }
+}
+
+/// What every child is started with.
+pub(crate) struct Spawn<'a> {
+    pub(crate) db: &'a Db,
+    pub(crate) addrs: Addrs,
+    pub(crate) pool_size: u32,
+    pub(crate) bcrypt_cost: u32,
+    pub(crate) data_dir: &'a Path,
+}
+
+impl Spawn<'_> {
+    /// Starts `tenantry-bench __serve <name>` (this binary) with the service's configuration
+    /// in its environment, exactly as a deployment sets it, and waits until it reports SERVING.
+    pub(crate) async fn start(&self, name: &'static str, extra: &[(&str, String)]) -> Result<Proc> {
+        let exe = std::env::current_exe()?;
+        let a = self.addrs;
+        let addr = match name {
+            "tenant-admin" => a.admin,
+            "tenant-settings" => a.settings,
+            "provisioning" => a.provisioning,
+            "echo" => a.echo,
+            _ => bail!("unknown service {name}"),
+        };
+        let mut cmd = Command::new(exe);
+        cmd.arg("__serve")
+            .arg(name)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", &self.db.app_url)
+            .env("DATABASE_POOL_SIZE", self.pool_size.to_string())
+            .env("TENANTRY_JWT_SECRET", tenantry_testing::TEST_JWT_SECRET)
+            .env("TENANTRY_SECRETS_KEY", tenantry_testing::TEST_SECRETS_KEY)
+            .env("TENANTRY_BCRYPT_COST", self.bcrypt_cost.to_string())
+            .env("TENANTRY_DATA_DIR", self.data_dir)
+            .env("TENANT_ADMIN_ADDR", a.admin.to_string())
+            .env("TENANT_SETTINGS_ADDR", a.settings.to_string())
+            .env("PROVISIONING_ADDR", a.provisioning.to_string())
+            .env("TENANT_ADMIN_URL", format!("http://{}", a.admin))
+            .env("TENANT_SETTINGS_URL", format!("http://{}", a.settings))
+            .env("PROVISIONING_URL", format!("http://{}", a.provisioning))
+            .env("BENCH_ECHO_ADDR", a.echo.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
+        let mut p = Proc { name, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if !p.alive() {
+                bail!("{name} exited during start-up");
+            }
+            if serving(addr).await {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not report SERVING within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn serving(addr: SocketAddr) -> bool {
+    let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
+        .map(|e| e.connect_timeout(Duration::from_millis(200)))
+    else {
+        return false;
+    };
+    let Ok(ch) = ch.connect().await else {
+        return false;
+    };
+    HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32)
+}
+
+/// HTTP/2 channels to `addr`, each its own connection.
+pub(crate) async fn channels(addr: SocketAddr, n: usize) -> Result<Vec<Channel>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        out.push(
+            Channel::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {addr}"))?,
+        );
+    }
+    Ok(out)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Id {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+/// Seeds `n` active tenants (slugs `bench-1`..) with settings rows, `pending` tenants for the
+/// provisioning runs, and a login user on `bench-1` whose hash is made at `cost`. Returns the
+/// ids of the active tenants (in slug order) and of the pending ones.
+pub(crate) async fn seed(
+    db: &Db,
+    n: i64,
+    pending: i64,
+    cost: u32,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut conn = db.admin_conn().await?;
+    diesel::sql_query(
+        "INSERT INTO organizations (name, slug, email, status, trial_days, created_at) \
+         SELECT 'Bench tenant ' || g, 'bench-' || g, 'owner' || g || '@bench.test', 'active', 0, \
+                now() - make_interval(secs => g) \
+         FROM generate_series(1, $1) AS g",
+    )
+    .bind::<BigInt, _>(n)
+    .execute(&mut conn)
+    .await
+    .context("seeding organizations")?;
+    diesel::sql_query(
+        "INSERT INTO organizations (name, slug, email, status, created_at) \
+         SELECT 'Pending tenant ' || g, 'pending-' || g, 'owner' || g || '@pending.test', \
+                'pending', now() - interval '1 year' - make_interval(secs => g) \
+         FROM generate_series(1, $1) AS g",
+    )
+    .bind::<BigInt, _>(pending)
+    .execute(&mut conn)
+    .await
+    .context("seeding pending organizations")?;
+    diesel::sql_query(
+        "INSERT INTO tenant_settings (organization_id) \
+         SELECT id FROM organizations WHERE slug LIKE 'bench-%' ON CONFLICT DO NOTHING",
+    )
+    .execute(&mut conn)
+    .await
+    .context("seeding tenant_settings")?;
+    let hash = tokio::task::spawn_blocking(move || bcrypt::hash(PASSWORD, cost)).await??;
+    diesel::sql_query(
+        "INSERT INTO users (organization_id, email, username, password_hash, org_role, status, \
+                            email_verified) \
+         SELECT id, 'bench@example.test', 'bench_user', $1, 'admin', 'active', true \
+         FROM organizations WHERE slug = 'bench-1'",
+    )
+    .bind::<Text, _>(&hash)
+    .execute(&mut conn)
+    .await
+    .context("seeding the login user")?;
+    diesel::sql_query("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .context("ANALYZE")?;
+    let active: Vec<Id> = diesel::sql_query(
+        "SELECT id::text AS id FROM organizations WHERE slug LIKE 'bench-%' \
+         ORDER BY substr(slug, 7)::int",
+    )
+    .load(&mut conn)
+    .await?;
+    let pending: Vec<Id> = diesel::sql_query(
+        "SELECT id::text AS id FROM organizations WHERE slug LIKE 'pending-%' ORDER BY slug",
+    )
+    .load(&mut conn)
+    .await?;
+    Ok((
+        active.into_iter().map(|i| i.id).collect(),
+        pending.into_iter().map(|i| i.id).collect(),
+    ))
+}
