@@ -355,6 +355,9 @@ async fn integrations_keep_secrets_write_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn integration_writes_are_audited_without_secrets() {
+    // The capturing subscriber is process-wide and must be installed before any suite starts
+    // (whichever test of this file runs first installs it).
+    let _logs = captured_logs();
     let suite = suite().await;
     let db = &suite.db;
     let tenant = create_tenant(db, "enterprise", "active").await;
