@@ -474,14 +474,23 @@ async fn finish(state: &State, job: &ProvisioningJob, progress: &Progress) -> Ap
         });
         let done = jobs::finish(conn, id, &owner, final_status, &result).await?;
         if done {
+            // The event of the ProvisionTenant call that queued the job, by its caller.
+            let role = job.params.get("requested_by_role").and_then(|r| r.as_str());
             crate::api::audit(
                 conn,
-                Some(job.organization_id),
-                job.organization_id,
-                job.requested_by.as_deref(),
-                "tenant.provisioned",
-                serde_json::json!({ "job_id": id.to_string(), "status": final_status }),
-                job.request_id.as_deref(),
+                crate::api::Event {
+                    tenant: Some(job.organization_id),
+                    target: ("tenant", job.organization_id),
+                    actor_id: job.requested_by.as_deref(),
+                    actor_role: role,
+                    method: "ProvisionTenant",
+                    metadata: serde_json::json!({
+                        "job_id": id.to_string(),
+                        "status": final_status,
+                        "steps_completed": completed,
+                    }),
+                    request_id: job.request_id.as_deref(),
+                },
             )
             .await?;
         }

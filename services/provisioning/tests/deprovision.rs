@@ -164,6 +164,31 @@ async fn hard_delete_backs_up_then_removes_every_row_and_restore_brings_them_bac
         .unwrap()
         .into_inner();
     assert_eq!(again, r);
+    // One audit event, kept as a platform event (the tenant's own events went with it).
+    assert_eq!(
+        count(
+            &env,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE organization_id IS NULL \
+                 AND action = 'tenantry.provisioning.v1.ProvisioningService/DeprovisionTenant' \
+                 AND actor_id = 'test-operator' AND actor_role = 'super_admin' \
+                 AND target_type = 'organization' AND target_id = '{gone}' \
+                 AND request_id = '{request_id}' AND metadata ->> 'mode' = 'hard' \
+                 AND metadata ->> 'backup_id' = '{}'",
+                r.backup_id
+            )
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) AS n FROM audit_events WHERE action LIKE '%DeprovisionTenant'"
+        )
+        .await,
+        1
+    );
 
     // ListBackups.
     let list = client
@@ -201,11 +226,25 @@ async fn hard_delete_backs_up_then_removes_every_row_and_restore_brings_them_bac
     assert_eq!(restored.tenant_id, gone.to_string());
     assert_eq!(restored.status, common_pb::TenantStatus::Pending as i32);
     assert_eq!(restored.row_counts["users"], 2);
+    assert_eq!(
+        count(
+            &env,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE organization_id = '{gone}' \
+                 AND action = 'tenantry.provisioning.v1.ProvisioningService/RestoreTenant' \
+                 AND actor_id = 'test-operator' AND actor_role = 'super_admin' \
+                 AND target_type = 'tenant' AND target_id = '{gone}' \
+                 AND request_id = '{restore_id}'"
+            )
+        )
+        .await,
+        1
+    );
     let mut gone_restored = dump(&env, Some(gone)).await;
     // The restore adds its own audit event and idempotency key; compare everything else.
     let audit: Vec<String> = gone_restored["audit_events"]
         .iter()
-        .filter(|r| !r.contains("tenant.restored"))
+        .filter(|r| !r.contains("ProvisioningService/RestoreTenant"))
         .cloned()
         .collect();
     gone_restored.insert("audit_events".into(), audit);
@@ -343,6 +382,33 @@ async fn soft_deprovision_suspends_with_the_reason() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(bad_fields(&e), ["request_id"]);
+    // One audit event for the call, the retry and the refused payload together.
+    assert_eq!(
+        count(
+            &env,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE organization_id = '{t}' \
+                 AND action = 'tenantry.provisioning.v1.ProvisioningService/DeprovisionTenant' \
+                 AND actor_id = 'test-service' AND actor_role = 'service' \
+                 AND target_type = 'tenant' AND target_id = '{t}' \
+                 AND request_id = '{request_id}' AND metadata ->> 'mode' = 'soft' \
+                 AND metadata ->> 'reason' = 'unpaid'"
+            )
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &env,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE organization_id = '{t}' \
+                 AND action LIKE '%DeprovisionTenant'"
+            )
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

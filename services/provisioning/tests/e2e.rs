@@ -587,7 +587,7 @@ async fn create_provision_use_hard_delete_and_restore_a_tenant_end_to_end() {
     let mut back = dump(db, &tid).await;
     // The restore records its own audit event and idempotency key; the backup record stays.
     for (table, marker) in [
-        ("audit_events", "tenant.restored"),
+        ("audit_events", "ProvisioningService/RestoreTenant"),
         ("idempotency_keys", "RestoreTenant"),
     ] {
         let rows = back.get_mut(table).unwrap();

@@ -146,6 +146,34 @@ async fn provision_end_to_end_creates_admin_settings_features_and_one_welcome_ma
     assert_eq!(again.status, r.status);
     assert_eq!(again.admin_user_id, r.admin_user_id);
     assert!(again.generated_admin_password.is_none());
+    // One audit event for the call and its retry, by the super admin who called.
+    assert_eq!(
+        count(
+            &env,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE organization_id = '{tenant}' \
+                 AND action = 'tenantry.provisioning.v1.ProvisioningService/ProvisionTenant' \
+                 AND actor_id = 'test-operator' AND actor_role = 'super_admin' \
+                 AND target_type = 'tenant' AND target_id = '{tenant}' \
+                 AND request_id = '{request_id}' AND metadata ->> 'job_id' = '{}' \
+                 AND metadata ->> 'status' = 'success'",
+                r.job_id
+            )
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &env,
+            &format!(
+                "SELECT count(*) AS n FROM audit_events WHERE organization_id = '{tenant}' \
+                 AND action LIKE '%/ProvisionTenant'"
+            )
+        )
+        .await,
+        1
+    );
 
     // Provisioned: a new request id is answered ALREADY_PROVISIONED and changes nothing.
     let third = client
@@ -647,4 +675,93 @@ async fn jobs_get_and_list_with_paging_filters_and_errors() {
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_for_another_caller_is_audited_as_that_caller() {
+    // needs tenant-admin + tenant-settings
+    let env = start(|_| {}).await;
+    let tenant = create_tenant(&env, "audit-school", Some("office@audit.test"), "basic").await;
+    let mut client = env.client().await;
+    let on_behalf = |message: pb::ProvisionTenantRequest| {
+        let mut r = authed(message, &service_token());
+        r.metadata_mut()
+            .insert("x-tenantry-actor", "operator-9".parse().unwrap());
+        r
+    };
+    let events = |filter: &str| {
+        format!(
+            "SELECT count(*) AS n FROM audit_events WHERE organization_id = '{tenant}' {filter}"
+        )
+    };
+
+    // Bad input records nothing.
+    let err = client
+        .provision_tenant(on_behalf(provision_request(tenant, "")))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&err), ["request_id"]);
+    assert_eq!(count(&env, &events("")).await, 0);
+
+    let request_id = rid();
+    let r = client
+        .provision_tenant(on_behalf(provision_request(tenant, &request_id)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status,
+        common_pb::ProvisioningStatus::Success as i32,
+        "{r:?}"
+    );
+    // The job names the original caller, not the service that forwarded the call.
+    let job = client
+        .get_provisioning_job(authed(
+            pb::GetProvisioningJobRequest {
+                job_id: r.job_id.clone(),
+            },
+            &super_admin_token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(job.requested_by_id, "operator-9");
+    assert_eq!(
+        count(
+            &env,
+            &events(&format!(
+                "AND action = 'tenantry.provisioning.v1.ProvisioningService/ProvisionTenant' \
+                 AND actor_id = 'operator-9' AND actor_role = 'service' \
+                 AND target_type = 'tenant' AND target_id = '{tenant}' \
+                 AND request_id = '{request_id}'"
+            ))
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&env, &events("AND action LIKE '%/ProvisionTenant'")).await,
+        1
+    );
+    // The steps' calls to tenant-settings carry the same actor.
+    assert_eq!(
+        count(
+            &env,
+            &events(
+                "AND action IN (\
+                 'tenantry.settings.v1.TenantSettingsService/InitializeDefaults', \
+                 'tenantry.settings.v1.TenantSettingsService/ApplyTier') \
+                 AND actor_id = 'operator-9' AND actor_role = 'service'"
+            )
+        )
+        .await,
+        2
+    );
+    // No event of any service names the forwarding service as the actor.
+    assert_eq!(
+        count(&env, &events("AND actor_id = 'test-service'")).await,
+        0
+    );
 }

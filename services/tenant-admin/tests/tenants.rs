@@ -360,8 +360,18 @@ async fn create_is_idempotent_by_request_id() {
         s.db.count("SELECT count(*) AS n FROM organizations").await,
         1
     );
+    // One CreateTenant event, and one ApplyTier event that tenant-settings records for the
+    // tier CreateTenant applies there; the retry adds neither.
     assert_eq!(
         s.db.count("SELECT count(*) AS n FROM audit_events").await,
+        2
+    );
+    assert_eq!(
+        s.db.count(
+            "SELECT count(*) AS n FROM audit_events \
+             WHERE action = 'tenantry.admin.v1.TenantAdminService/CreateTenant'"
+        )
+        .await,
         1
     );
 

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{bad_fields, client, create_tenant, exec, suite};
+use common::{
+    assert_one_event, audit_events, bad_fields, client, create_tenant, exec, member_as, suite,
+};
 use tenantry_auth::OrgRole;
 use tenantry_proto::common::v1::{Feature, FeatureSource, SubscriptionTier};
 use tenantry_proto::settings::v1 as pb;
@@ -132,7 +134,8 @@ async fn education_tenant_sso_needs_an_operator_override() {
             .db
             .count(&format!(
                 "SELECT count(*) AS n FROM audit_events WHERE organization_id = '{tenant}' \
-                 AND action = 'feature_override.granted' AND target_id = 'sso' \
+                 AND action = 'tenantry.settings.v1.TenantSettingsService/GrantFeatureOverride' \
+                 AND target_id = 'sso' \
                  AND metadata ->> 'reason' = 'district contract'"
             ))
             .await,
@@ -436,4 +439,154 @@ async fn apply_tier_keeps_offered_toggles_and_overrides_and_reports_the_rest() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feature_writes_record_one_audit_event_each() {
+    let suite = suite().await;
+    let db = &suite.db;
+    let tenant = create_tenant(db, "professional", "active").await;
+    let mut c = client(&suite.settings).await;
+    let (admin_id, admin) = member_as(tenant, OrgRole::Admin);
+    let set = |feature: i32, on: bool| {
+        authed(
+            pb::SetFeatureRequest {
+                tenant_id: String::new(),
+                feature,
+                enabled: on,
+            },
+            &admin,
+        )
+    };
+
+    // SetFeature: one event by the org admin, naming the feature and the new value.
+    c.set_feature(set(Feature::Webhooks as i32, true))
+        .await
+        .unwrap();
+    let events = audit_events(db, tenant).await;
+    let e = assert_one_event(
+        &events,
+        "SetFeature",
+        &admin_id,
+        "admin",
+        ("feature", "webhooks"),
+    );
+    assert_eq!(e.details(), serde_json::json!({ "enabled": true }));
+    // The same value again changes nothing and records nothing; bad input records nothing.
+    c.set_feature(set(Feature::Webhooks as i32, true))
+        .await
+        .unwrap();
+    let err = c.set_feature(set(0, true)).await.unwrap_err();
+    assert_eq!(bad_fields(&err), ["feature"]);
+    let err = c
+        .set_feature(set(Feature::Sso as i32, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(audit_events(db, tenant).await.len(), 1);
+
+    // Overrides: by the super admin, with the full RPC name.
+    let sa = super_admin_token();
+    c.grant_feature_override(authed(
+        pb::GrantFeatureOverrideRequest {
+            tenant_id: tenant.to_string(),
+            feature: Feature::Sso as i32,
+            enabled: true,
+            reason: "pilot".into(),
+        },
+        &sa,
+    ))
+    .await
+    .unwrap();
+    let err = c
+        .grant_feature_override(authed(
+            pb::GrantFeatureOverrideRequest {
+                tenant_id: tenant.to_string(),
+                feature: Feature::Sso as i32,
+                enabled: true,
+                reason: String::new(),
+            },
+            &sa,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&err), ["reason"]);
+    let events = audit_events(db, tenant).await;
+    let e = assert_one_event(
+        &events[1..],
+        "GrantFeatureOverride",
+        "test-operator",
+        "super_admin",
+        ("feature", "sso"),
+    );
+    assert_eq!(
+        e.details(),
+        serde_json::json!({ "enabled": true, "reason": "pilot" })
+    );
+    let revoke = || {
+        authed(
+            pb::RevokeFeatureOverrideRequest {
+                tenant_id: tenant.to_string(),
+                feature: Feature::Sso as i32,
+                reason: "pilot over".into(),
+            },
+            &sa,
+        )
+    };
+    c.revoke_feature_override(revoke()).await.unwrap();
+    let err = c.revoke_feature_override(revoke()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let events = audit_events(db, tenant).await;
+    assert_one_event(
+        &events[2..],
+        "RevokeFeatureOverride",
+        "test-operator",
+        "super_admin",
+        ("feature", "sso"),
+    );
+
+    // ApplyTier from a service acting for a user: the original actor, role service, and the
+    // request id; a replay and a bad request record nothing.
+    let apply = |tier: SubscriptionTier, key: &str| {
+        let mut r = authed(
+            pb::ApplyTierRequest {
+                tenant_id: tenant.to_string(),
+                tier: tier as i32,
+                request_id: key.into(),
+            },
+            &service_token(),
+        );
+        r.metadata_mut()
+            .insert("x-tenantry-actor", "operator-42".parse().unwrap());
+        r
+    };
+    c.apply_tier(apply(SubscriptionTier::Basic, "tier-1"))
+        .await
+        .unwrap();
+    c.apply_tier(apply(SubscriptionTier::Basic, "tier-1"))
+        .await
+        .unwrap();
+    let err = c
+        .apply_tier(apply(SubscriptionTier::Unspecified, "tier-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&err), ["tier"]);
+    let events = audit_events(db, tenant).await;
+    let e = assert_one_event(
+        &events[3..],
+        "ApplyTier",
+        "operator-42",
+        "service",
+        ("tenant", &tenant.to_string()),
+    );
+    assert_eq!(e.request_id.as_deref(), Some("tier-1"));
+    let details = e.details();
+    assert_eq!(details["tier"], "basic");
+    assert!(
+        details["disabled_features"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("webhooks")),
+        "{details}"
+    );
 }

@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::{bad_fields, client, create_tenant, suite};
+use common::{assert_one_event, audit_events, bad_fields, client, create_tenant, member_as, suite};
 use prost_types::{Struct, Value, value::Kind};
 use secrecy::ExposeSecret as _;
 use tenant_settings::crypto::{Sealer, SecretContext};
@@ -351,4 +351,118 @@ async fn integrations_keep_secrets_write_only() {
         !logs.contains(SECRET) && !logs.contains(SECRET2),
         "a secret was logged"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn integration_writes_are_audited_without_secrets() {
+    // The capturing subscriber is process-wide and must be installed before any suite starts
+    // (whichever test of this file runs first installs it).
+    let _logs = captured_logs();
+    let suite = suite().await;
+    let db = &suite.db;
+    let tenant = create_tenant(db, "enterprise", "active").await;
+    let mut c = client(&suite.settings).await;
+    let (admin_id, admin) = member_as(tenant, OrgRole::Admin);
+    let update = |config_pairs: &[(&str, &str)], secrets: &[(&str, &str)]| {
+        authed(
+            pb::UpdateIntegrationRequest {
+                tenant_id: String::new(),
+                name: "zoom".into(),
+                enabled: Some(true),
+                config: Some(config(config_pairs)),
+                secrets: secrets
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            },
+            &admin,
+        )
+    };
+
+    c.update_integration(update(
+        &[("account", "school")],
+        &[("api_secret", SECRET), ("webhook_key", SECRET2)],
+    ))
+    .await
+    .unwrap();
+    // A secret-looking config key is refused before anything is written.
+    let err = c
+        .update_integration(update(&[("password", SECRET)], &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&err), ["config.password"]);
+    let events = audit_events(db, tenant).await;
+    let e = assert_one_event(
+        &events,
+        "UpdateIntegration",
+        &admin_id,
+        "admin",
+        ("integration", "zoom"),
+    );
+    assert_eq!(
+        e.details(),
+        serde_json::json!({
+            "created": true,
+            "changed_fields": ["enabled", "config", "secrets"],
+            "secrets_set": ["api_secret", "webhook_key"],
+            "secrets_removed": [],
+        })
+    );
+
+    // Rotating one secret and clearing the other: the names only.
+    c.update_integration(update(
+        &[("account", "school")],
+        &[
+            ("api_secret", "sk-rotated-0000-secret"),
+            ("webhook_key", ""),
+        ],
+    ))
+    .await
+    .unwrap();
+    let events = audit_events(db, tenant).await;
+    let e = assert_one_event(
+        &events[1..],
+        "UpdateIntegration",
+        &admin_id,
+        "admin",
+        ("integration", "zoom"),
+    );
+    assert_eq!(e.details()["created"], false);
+    assert_eq!(
+        e.details()["secrets_set"],
+        serde_json::json!(["api_secret"])
+    );
+    assert_eq!(
+        e.details()["secrets_removed"],
+        serde_json::json!(["webhook_key"])
+    );
+
+    // RemoveIntegration: one event; removing it again is NOT_FOUND and records nothing.
+    let remove = || {
+        authed(
+            pb::RemoveIntegrationRequest {
+                tenant_id: String::new(),
+                name: "zoom".into(),
+            },
+            &admin,
+        )
+    };
+    c.remove_integration(remove()).await.unwrap();
+    let err = c.remove_integration(remove()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let events = audit_events(db, tenant).await;
+    assert_one_event(
+        &events[2..],
+        "RemoveIntegration",
+        &admin_id,
+        "admin",
+        ("integration", "zoom"),
+    );
+
+    // No secret value, clear or sealed ("v1:..."), is in any event.
+    for e in &events {
+        for secret in [SECRET, SECRET2, "sk-rotated-0000-secret", "v1:"] {
+            assert!(!e.metadata.contains(secret), "{secret} in {}", e.metadata);
+        }
+    }
 }

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{bad_fields, client, create_tenant, exec, suite};
+use common::{
+    assert_one_event, audit_events, bad_fields, client, create_tenant, exec, member_as, suite,
+};
 use prost_types::{FieldMask, Struct, Value, value::Kind};
 use tenantry_auth::OrgRole;
 use tenantry_proto::settings::v1 as pb;
@@ -751,4 +753,113 @@ async fn members_of_suspended_or_cancelled_tenants_are_refused() {
         .await
         .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_writes_record_one_audit_event_each() {
+    let suite = suite().await;
+    let db = &suite.db;
+    let tenant = create_tenant(db, "professional", "active").await;
+    let target = tenant.to_string();
+    let mut c = client(&suite.settings).await;
+    let (admin_id, admin) = member_as(tenant, OrgRole::Admin);
+
+    // UpdateSettings: one event naming the fields written.
+    let update = |locale: &str| {
+        authed(
+            pb::UpdateSettingsRequest {
+                tenant_id: String::new(),
+                settings: Some(pb::TenantSettings {
+                    locale: locale.into(),
+                    security: Some(pb::SecuritySettings {
+                        session_timeout_minutes: 30,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["locale", "security.session_timeout_minutes"]),
+            },
+            &admin,
+        )
+    };
+    c.update_settings(update("fr-FR")).await.unwrap();
+    let err = c.update_settings(update("not a locale")).await.unwrap_err();
+    assert_eq!(bad_fields(&err), ["settings.locale"]);
+    let events = audit_events(db, tenant).await;
+    let e = assert_one_event(
+        &events,
+        "UpdateSettings",
+        &admin_id,
+        "admin",
+        ("settings", &target),
+    );
+    assert_eq!(
+        e.details(),
+        serde_json::json!({ "changed_fields": ["locale", "security.session_timeout_minutes"] })
+    );
+
+    // UpdateCustomSettings: key names only, never the values.
+    let merge = |settings: Option<Struct>| {
+        authed(
+            pb::UpdateCustomSettingsRequest {
+                tenant_id: String::new(),
+                settings,
+            },
+            &admin,
+        )
+    };
+    c.update_custom_settings(merge(Some(obj(vec![
+        ("motto", s("learn-by-doing")),
+        ("old_key", null()),
+    ]))))
+    .await
+    .unwrap();
+    let err = c.update_custom_settings(merge(None)).await.unwrap_err();
+    assert_eq!(bad_fields(&err), ["settings"]);
+    let events = audit_events(db, tenant).await;
+    let e = assert_one_event(
+        &events[1..],
+        "UpdateCustomSettings",
+        &admin_id,
+        "admin",
+        ("settings", &target),
+    );
+    assert_eq!(
+        e.details(),
+        serde_json::json!({
+            "changed_fields": ["custom_settings"],
+            "keys_set": ["motto"],
+            "keys_removed": ["old_key"],
+        })
+    );
+    assert!(!e.metadata.contains("learn-by-doing"), "{}", e.metadata);
+
+    // InitializeDefaults by a service for an operator: recorded once; the retry that keeps
+    // every key writes nothing and records nothing.
+    let init = || {
+        let mut r = authed(
+            pb::InitializeDefaultsRequest {
+                tenant_id: target.clone(),
+            },
+            &service_token(),
+        );
+        r.metadata_mut()
+            .insert("x-tenantry-actor", "operator-7".parse().unwrap());
+        r
+    };
+    let first = c.initialize_defaults(init()).await.unwrap().into_inner();
+    assert!(!first.keys_written.is_empty());
+    c.initialize_defaults(init()).await.unwrap();
+    let events = audit_events(db, tenant).await;
+    let e = assert_one_event(
+        &events[2..],
+        "InitializeDefaults",
+        "operator-7",
+        "service",
+        ("settings", &target),
+    );
+    assert_eq!(
+        e.details()["keys_written"].as_array().unwrap().len(),
+        first.keys_written.len()
+    );
 }

@@ -92,13 +92,18 @@ pub async fn serve(
             .await;
     }
 
+    // `google.rpc` (Status, BadRequest, ...) too: no RPC uses those types, but every
+    // INVALID_ARGUMENT carries a BadRequest detail, which grpcurl can only print as fields when
+    // reflection describes it.
     let mut v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tenantry_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health");
     let mut v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tenantry_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health");
     for name in &options.services {
         v1 = v1.with_service_name(*name);

@@ -215,3 +215,52 @@ async fn get_tenant_needs_a_token() {
         "a super admin was refused: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_argument_details_are_decoded_through_reflection() {
+    let suite = Suite::start().await;
+    let header = format!("authorization: Bearer {}", super_admin_token());
+    let body = serde_json::json!({ "tenant_id": "not-a-uuid" }).to_string();
+    for (addr, method) in [
+        (
+            suite.admin.addr,
+            "tenantry.admin.v1.TenantAdminService/GetTenant",
+        ),
+        (
+            suite.settings.addr,
+            "tenantry.settings.v1.TenantSettingsService/GetSettings",
+        ),
+        (
+            suite.provisioning.addr,
+            "tenantry.provisioning.v1.ProvisioningService/DeprovisionTenant",
+        ),
+    ] {
+        let o = grpcurl(&[
+            "-plaintext",
+            "-H",
+            &header,
+            "-d",
+            &body,
+            &addr.to_string(),
+            method,
+        ])
+        .await;
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{method}: {}", stdout(&o));
+        assert!(err.contains("Code: InvalidArgument"), "{method}: {err}");
+        // The google.rpc.BadRequest detail is printed as fields, not as raw bytes ("@value").
+        let compact: String = err.chars().filter(|c| !c.is_whitespace()).collect();
+        assert!(
+            compact.contains("\"@type\":\"type.googleapis.com/google.rpc.BadRequest\""),
+            "{method}: {err}"
+        );
+        assert!(
+            !compact.contains("\"@value\""),
+            "{method}: undecoded detail: {err}"
+        );
+        assert!(
+            compact.contains("\"fieldViolations\":[{\"field\":\"tenant_id\""),
+            "{method}: {err}"
+        );
+    }
+}

@@ -25,8 +25,8 @@ use tenantry_runtime::{ApiError, ApiResult, Violations};
 use uuid::Uuid;
 
 use super::{
-    State, audit, check_request_id, decode_token, encode_token, optional_uuid, page_size,
-    required_uuid, timestamp,
+    Actor, Event, State, audit, check_request_id, decode_token, encode_token, optional_uuid,
+    page_size, required_uuid, timestamp,
 };
 use crate::archive;
 
@@ -78,7 +78,7 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> ApiResult<M> {
 /// Handles DeprovisionTenant.
 pub(crate) async fn deprovision(
     state: &State,
-    actor: &str,
+    actor: &Actor,
     r: pb::DeprovisionTenantRequest,
 ) -> ApiResult<pb::DeprovisionTenantResponse> {
     let mut v = Violations::new();
@@ -151,7 +151,7 @@ async fn dry_run(
 
 async fn soft(
     state: &State,
-    actor: &str,
+    actor: &Actor,
     tenant: Uuid,
     reason: &str,
     request_id: &str,
@@ -192,12 +192,19 @@ async fn soft(
             .await?;
         audit(
             conn,
-            Some(tenant),
-            tenant,
-            Some(actor),
-            "tenant.deprovisioned",
-            serde_json::json!({ "mode": "soft", "reason": reason }),
-            Some(request_id),
+            Event {
+                tenant: Some(tenant),
+                target: ("tenant", tenant),
+                actor_id: Some(&actor.id),
+                actor_role: Some(&actor.role),
+                method: "DeprovisionTenant",
+                metadata: serde_json::json!({
+                    "mode": "soft",
+                    "reason": reason,
+                    "changed_fields": ["status", "suspended_at", "suspension_reason"],
+                }),
+                request_id: Some(request_id),
+            },
         )
         .await?;
         let response = pb::DeprovisionTenantResponse {
@@ -221,7 +228,7 @@ async fn soft(
 
 async fn hard(
     state: &State,
-    actor: &str,
+    actor: &Actor,
     tenant: Uuid,
     reason: &str,
     request_id: &str,
@@ -268,7 +275,7 @@ async fn hard(
                 backup_id,
                 tenant_id: tenant,
                 tenant_slug: &slug,
-                created_by: actor,
+                created_by: &actor.id,
                 reason,
             };
             let written = archive::write(&base, &meta, &exported).await.map_err(|e| {
@@ -288,7 +295,7 @@ async fn hard(
                     manifest: written.manifest.clone(),
                     checksum: &written.checksum,
                     size_bytes: written.size,
-                    created_by: Some(actor),
+                    created_by: Some(&actor.id),
                 },
             )
             .await?;
@@ -310,18 +317,22 @@ async fn hard(
                     )));
                 }
             }
+            // The tenant's own events went with it: a platform event on the organization.
             audit(
                 conn,
-                None,
-                tenant,
-                Some(actor),
-                "tenant.deprovisioned",
-                serde_json::json!({
-                    "mode": "hard",
-                    "reason": reason,
-                    "backup_id": backup_id.to_string(),
-                }),
-                Some(request_id),
+                Event {
+                    tenant: None,
+                    target: ("organization", tenant),
+                    actor_id: Some(&actor.id),
+                    actor_role: Some(&actor.role),
+                    method: "DeprovisionTenant",
+                    metadata: serde_json::json!({
+                        "mode": "hard",
+                        "reason": reason,
+                        "backup_id": backup_id.to_string(),
+                    }),
+                    request_id: Some(request_id),
+                },
             )
             .await?;
             let response = pb::DeprovisionTenantResponse {
@@ -426,7 +437,7 @@ pub(crate) async fn list_backups(
 /// Handles RestoreTenant.
 pub(crate) async fn restore(
     state: &State,
-    actor: &str,
+    actor: &Actor,
     r: pb::RestoreTenantRequest,
 ) -> ApiResult<pb::RestoreTenantResponse> {
     let mut v = Violations::new();
@@ -517,12 +528,15 @@ pub(crate) async fn restore(
             .await?;
         audit(
             conn,
-            Some(tenant),
-            tenant,
-            Some(actor),
-            "tenant.restored",
-            serde_json::json!({ "backup_id": backup_id.to_string() }),
-            Some(&request_id),
+            Event {
+                tenant: Some(tenant),
+                target: ("tenant", tenant),
+                actor_id: Some(&actor.id),
+                actor_role: Some(&actor.role),
+                method: "RestoreTenant",
+                metadata: serde_json::json!({ "backup_id": backup_id.to_string() }),
+                request_id: Some(&request_id),
+            },
         )
         .await?;
         let response = pb::RestoreTenantResponse {

@@ -138,10 +138,6 @@ fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-fn caller_subject<T>(request: &Request<T>) -> Result<String, Status> {
-    Ok(Caller::of(request)?.subject.clone())
-}
-
 #[tonic::async_trait]
 impl pb::provisioning_service_server::ProvisioningService for ProvisioningApi {
     #[tracing::instrument(skip_all, fields(rpc.method = "ProvisionTenant"))]
@@ -149,7 +145,7 @@ impl pb::provisioning_service_server::ProvisioningService for ProvisioningApi {
         &self,
         request: Request<pb::ProvisionTenantRequest>,
     ) -> Result<Response<pb::ProvisionTenantResponse>, Status> {
-        let actor = caller_subject(&request)?;
+        let actor = caller_actor(&request)?;
         provision::provision_tenant(&self.state, &actor, request.into_inner())
             .await
             .map(Response::new)
@@ -183,7 +179,7 @@ impl pb::provisioning_service_server::ProvisioningService for ProvisioningApi {
         &self,
         request: Request<pb::DeprovisionTenantRequest>,
     ) -> Result<Response<pb::DeprovisionTenantResponse>, Status> {
-        let actor = caller_subject(&request)?;
+        let actor = caller_actor(&request)?;
         deprovision::deprovision(&self.state, &actor, request.into_inner())
             .await
             .map(Response::new)
@@ -206,7 +202,7 @@ impl pb::provisioning_service_server::ProvisioningService for ProvisioningApi {
         &self,
         request: Request<pb::RestoreTenantRequest>,
     ) -> Result<Response<pb::RestoreTenantResponse>, Status> {
-        let actor = caller_subject(&request)?;
+        let actor = caller_actor(&request)?;
         deprovision::restore(&self.state, &actor, request.into_inner())
             .await
             .map(Response::new)
@@ -214,31 +210,86 @@ impl pb::provisioning_service_server::ProvisioningService for ProvisioningApi {
     }
 }
 
-/// Records an audit event (never with a secret in `metadata`).
+/// The proto service whose RPCs this crate serves.
+const SERVICE: &str = "tenantry.provisioning.v1.ProvisioningService";
+
+/// Fully-qualified RPC name of a provisioning method, the audit `action`.
+pub(crate) fn action(method: &str) -> String {
+    format!("{SERVICE}/{method}")
+}
+
+/// Who made a call, for the job record, the backup record and the audit trail: the verified
+/// caller, or the original caller a service (tenant-admin) acted for.
+#[derive(Debug, Clone)]
+pub(crate) struct Actor {
+    /// Subject (user id or service name), or the original caller of a service call.
+    pub(crate) id: String,
+    /// `super_admin` or `service`.
+    pub(crate) role: String,
+}
+
+impl Actor {
+    /// The actor of a verified call.
+    fn of(caller: &Caller) -> Self {
+        let role = caller
+            .platform_role
+            .map(|r| r.as_str())
+            .or(caller.org_role.map(|r| r.as_str()))
+            .unwrap_or("user")
+            .to_owned();
+        let id = if caller.is_service() {
+            caller
+                .actor
+                .clone()
+                .unwrap_or_else(|| caller.subject.clone())
+        } else {
+            caller.subject.clone()
+        };
+        Self { id, role }
+    }
+}
+
+fn caller_actor<T>(request: &Request<T>) -> Result<Actor, Status> {
+    Ok(Actor::of(Caller::of(request)?))
+}
+
+/// An audit event of this service, in the format of every Tenantry service (see
+/// `tenantry_db::models::audit`): `action` is the fully-qualified RPC name.
+pub(crate) struct Event<'a> {
+    /// Tenant concerned; `None` for a platform event (the tenant's rows are gone).
+    pub(crate) tenant: Option<Uuid>,
+    /// Kind and id of the object acted on.
+    pub(crate) target: (&'a str, Uuid),
+    /// The actor's id (user id, or service name).
+    pub(crate) actor_id: Option<&'a str>,
+    /// The actor's role.
+    pub(crate) actor_role: Option<&'a str>,
+    /// The RPC method name (`ProvisionTenant`, ...).
+    pub(crate) method: &'a str,
+    /// Details; never a secret.
+    pub(crate) metadata: serde_json::Value,
+    /// The request's idempotency key.
+    pub(crate) request_id: Option<&'a str>,
+}
+
+/// Records an audit event in the current transaction (never with a secret in `metadata`).
 pub(crate) async fn audit(
     conn: &mut diesel_async::AsyncPgConnection,
-    tenant: Option<Uuid>,
-    target: Uuid,
-    actor: Option<&str>,
-    action: &str,
-    metadata: serde_json::Value,
-    request_id: Option<&str>,
+    event: Event<'_>,
 ) -> diesel::QueryResult<()> {
-    use diesel::ExpressionMethods;
-    use diesel_async::RunQueryDsl;
-    use tenantry_db::schema::audit_events as a;
-    let target = target.to_string();
-    diesel::insert_into(a::table)
-        .values((
-            a::organization_id.eq(tenant),
-            a::actor_id.eq(actor),
-            a::action.eq(action),
-            a::target_type.eq("organization"),
-            a::target_id.eq(target),
-            a::metadata.eq(metadata),
-            a::request_id.eq(request_id),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
+    let action = action(event.method);
+    tenantry_db::models::audit::record_audit(
+        conn,
+        &tenantry_db::models::audit::NewAuditEvent {
+            organization_id: event.tenant,
+            actor_id: event.actor_id,
+            actor_role: event.actor_role,
+            action: &action,
+            target_type: Some(event.target.0),
+            target_id: Some(event.target.1.to_string()),
+            metadata: event.metadata,
+            request_id: event.request_id.filter(|r| !r.is_empty()),
+        },
+    )
+    .await
 }

@@ -21,7 +21,7 @@ use tenantry_proto::provisioning::v1 as pb;
 use tenantry_runtime::{ApiError, ApiResult, Violations};
 use uuid::Uuid;
 
-use super::{State, check_request_id, required_uuid, timestamp};
+use super::{Actor, State, check_request_id, required_uuid, timestamp};
 use crate::worker::{self, JobSecrets};
 
 /// Checks an e-mail address the way the schema does.
@@ -49,7 +49,7 @@ fn request_hash(tenant: Uuid, r: &pb::ProvisionTenantRequest) -> String {
 /// Handles ProvisionTenant.
 pub(crate) async fn provision_tenant(
     state: &State,
-    actor: &str,
+    actor: &Actor,
     r: pb::ProvisionTenantRequest,
 ) -> ApiResult<pb::ProvisionTenantResponse> {
     let mut v = Violations::new();
@@ -137,6 +137,8 @@ pub(crate) async fn provision_tenant(
         "send_welcome_email": send_welcome,
         "initialize_defaults": init_defaults,
         "tenant_name": target.name,
+        // The role of `requested_by`, for the audit event the worker records at the end.
+        "requested_by_role": actor.role,
     });
 
     let job_id = Uuid::new_v4();
@@ -173,7 +175,7 @@ pub(crate) async fn provision_tenant(
                     result: Some(result),
                     lease_owner: None,
                     lease_expires_at: None,
-                    requested_by: Some(actor),
+                    requested_by: Some(&actor.id),
                     finished_at: Some(Utc::now()),
                 };
                 return Ok::<_, ApiError>((jobs::insert_if_absent(conn, &job, &[]).await?, false));
@@ -216,7 +218,7 @@ pub(crate) async fn provision_tenant(
                 result: None,
                 lease_owner: Some(&owner),
                 lease_expires_at: Some(Utc::now() + lease),
-                requested_by: Some(actor),
+                requested_by: Some(&actor.id),
                 finished_at: None,
             };
             Ok((jobs::insert_if_absent(conn, &job, &steps).await?, true))

@@ -3,14 +3,14 @@
 use diesel_async::AsyncConnection as _;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
-use tenantry_auth::Caller;
-use tenantry_db::models::settings::{self as db, NewAuditEvent};
+use tenantry_db::models::settings as db;
 use tenantry_proto::common::v1::{FeatureState, SubscriptionTier};
 use tenantry_proto::settings::v1 as pb;
 use tenantry_runtime::{ApiError, ApiResult, Violations};
 use tonic::Request;
 use uuid::Uuid;
 
+use super::audit::Actor;
 use super::{SettingsApi, feature_arg, load_usable, scope, target, user_id};
 use crate::tiers::{self, MATRIX, Offer};
 use crate::view::{SOURCE_ORG_ADMIN, SOURCE_OVERRIDE, SOURCE_TIER, TenantState, feature_states};
@@ -24,14 +24,6 @@ fn check_reason(v: &mut Violations, reason: &str) {
         "reason",
         "is required (1 to 500 characters)",
     );
-}
-
-fn role_name(caller: &Caller) -> &'static str {
-    caller
-        .platform_role
-        .map(|r| r.as_str())
-        .or(caller.org_role.map(|r| r.as_str()))
-        .unwrap_or("unknown")
 }
 
 /// The state of the feature at `index` after a change, and the new version.
@@ -50,6 +42,17 @@ async fn state_after(
         .nth(index)
         .ok_or_else(|| ApiError::internal("feature index out of range"))?;
     Ok((feature, version))
+}
+
+/// The matrix names of features given as enum values (for audit metadata).
+fn feature_names(features: &[i32]) -> Vec<&'static str> {
+    features
+        .iter()
+        .filter_map(|f| {
+            let f = tenantry_proto::common::v1::Feature::try_from(*f).ok()?;
+            tiers::feature_index(f).map(|i| MATRIX[i].1)
+        })
+        .collect()
 }
 
 impl SettingsApi {
@@ -78,6 +81,7 @@ impl SettingsApi {
         request: Request<pb::SetFeatureRequest>,
     ) -> ApiResult<pb::SetFeatureResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, None);
         let (_, index) = feature_arg("feature", request.get_ref().feature)?;
         let enabled = request.get_ref().enabled;
         let name = MATRIX[index].1;
@@ -118,6 +122,15 @@ impl SettingsApi {
                     user_id(&caller),
                 )
                 .await?;
+                actor
+                    .record(
+                        conn,
+                        tenant,
+                        "SetFeature",
+                        ("feature", name),
+                        serde_json::json!({ "enabled": enabled }),
+                    )
+                    .await?;
                 state_after(conn, tenant, index).await
             })
             .await?;
@@ -132,6 +145,7 @@ impl SettingsApi {
         request: Request<pb::GrantFeatureOverrideRequest>,
     ) -> ApiResult<pb::GrantFeatureOverrideResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, None);
         let r = request.get_ref();
         let mut v = Violations::new();
         let index = match feature_arg("feature", r.feature) {
@@ -161,19 +175,15 @@ impl SettingsApi {
                     user_id(&caller),
                 )
                 .await?;
-                db::insert_audit_event(
-                    conn,
-                    &NewAuditEvent {
-                        organization_id: Some(tenant),
-                        actor_id: &caller.subject,
-                        actor_role: role_name(&caller),
-                        action: "feature_override.granted",
-                        target_type: "feature",
-                        target_id: name,
-                        metadata: serde_json::json!({"enabled": enabled, "reason": reason}),
-                    },
-                )
-                .await?;
+                actor
+                    .record(
+                        conn,
+                        tenant,
+                        "GrantFeatureOverride",
+                        ("feature", name),
+                        serde_json::json!({ "enabled": enabled, "reason": reason }),
+                    )
+                    .await?;
                 state_after(conn, tenant, index).await
             })
             .await?;
@@ -188,6 +198,7 @@ impl SettingsApi {
         request: Request<pb::RevokeFeatureOverrideRequest>,
     ) -> ApiResult<pb::RevokeFeatureOverrideResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, None);
         let r = request.get_ref();
         let mut v = Violations::new();
         let index = match feature_arg("feature", r.feature) {
@@ -216,19 +227,15 @@ impl SettingsApi {
                     return Err(ApiError::NotFound("feature override"));
                 }
                 db::delete_feature(conn, tenant, name).await?;
-                db::insert_audit_event(
-                    conn,
-                    &NewAuditEvent {
-                        organization_id: Some(tenant),
-                        actor_id: &caller.subject,
-                        actor_role: role_name(&caller),
-                        action: "feature_override.revoked",
-                        target_type: "feature",
-                        target_id: name,
-                        metadata: serde_json::json!({"reason": reason}),
-                    },
-                )
-                .await?;
+                actor
+                    .record(
+                        conn,
+                        tenant,
+                        "RevokeFeatureOverride",
+                        ("feature", name),
+                        serde_json::json!({ "reason": reason }),
+                    )
+                    .await?;
                 state_after(conn, tenant, index).await
             })
             .await?;
@@ -243,6 +250,7 @@ impl SettingsApi {
         request: Request<pb::ApplyTierRequest>,
     ) -> ApiResult<pb::ApplyTierResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, Some(&request.get_ref().request_id));
         let r = request.get_ref();
         let mut v = Violations::new();
         let tier = SubscriptionTier::try_from(r.tier)
@@ -318,6 +326,19 @@ impl SettingsApi {
                     .collect(),
                 version,
             };
+            actor
+                .record(
+                    conn,
+                    tenant,
+                    "ApplyTier",
+                    ("tenant", &tenant.to_string()),
+                    serde_json::json!({
+                        "tier": tiers::tier_name(tier),
+                        "enabled_features": feature_names(&response.enabled_features),
+                        "disabled_features": feature_names(&response.disabled_features),
+                    }),
+                )
+                .await?;
             db::save_request(
                 conn,
                 APPLY_TIER,

@@ -11,6 +11,7 @@ use tenantry_runtime::{ApiError, ApiResult, Violations};
 use tonic::Request;
 use uuid::Uuid;
 
+use super::audit::Actor;
 use super::{SettingsApi, load_usable, scope, target};
 use crate::api::settings::MAX_JSON_BYTES;
 use crate::convert::{json_to_struct, jsonb_text_len, struct_to_json, timestamp};
@@ -122,6 +123,7 @@ impl SettingsApi {
         request: Request<pb::UpdateIntegrationRequest>,
     ) -> ApiResult<pb::UpdateIntegrationResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, None);
         let r = request.get_ref();
         let mut v = Violations::new();
         let name = r.name.trim();
@@ -175,6 +177,7 @@ impl SettingsApi {
         }
         v.finish()?;
         let enabled = r.enabled;
+        let config_given = config.is_some();
         let secrets = &r.secrets;
         let sealer = &self.state.sealer;
         let mut conn = self.state.conn().await?;
@@ -221,6 +224,42 @@ impl SettingsApi {
                 let row =
                     db::upsert_integration(conn, tenant, name, enabled, &config, &stored).await?;
                 db::bump_version(conn, tenant).await?;
+                // The names of the secret keys set or removed, never a value (sealed or not).
+                let mut secrets_set: Vec<&str> = Vec::new();
+                let mut secrets_removed: Vec<&str> = Vec::new();
+                for (key, value) in secrets {
+                    if value.is_empty() {
+                        secrets_removed.push(key);
+                    } else {
+                        secrets_set.push(key);
+                    }
+                }
+                secrets_set.sort_unstable();
+                secrets_removed.sort_unstable();
+                let mut changed_fields = Vec::new();
+                if existing.is_none() || existing.as_ref().is_some_and(|e| e.enabled != enabled) {
+                    changed_fields.push("enabled");
+                }
+                if config_given {
+                    changed_fields.push("config");
+                }
+                if !secrets.is_empty() {
+                    changed_fields.push("secrets");
+                }
+                actor
+                    .record(
+                        conn,
+                        tenant,
+                        "UpdateIntegration",
+                        ("integration", name),
+                        serde_json::json!({
+                            "created": existing.is_none(),
+                            "changed_fields": changed_fields,
+                            "secrets_set": secrets_set,
+                            "secrets_removed": secrets_removed,
+                        }),
+                    )
+                    .await?;
                 Ok(row)
             })
             .await?;
@@ -234,6 +273,7 @@ impl SettingsApi {
         request: Request<pb::RemoveIntegrationRequest>,
     ) -> ApiResult<pb::RemoveIntegrationResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, None);
         let name = request.get_ref().name.trim();
         if !is_name(name) {
             return Err(ApiError::field(
@@ -250,6 +290,15 @@ impl SettingsApi {
                 return Err(ApiError::NotFound("integration"));
             }
             db::bump_version(conn, tenant).await?;
+            actor
+                .record(
+                    conn,
+                    tenant,
+                    "RemoveIntegration",
+                    ("integration", name),
+                    serde_json::json!({ "changed_fields": ["enabled", "config", "secrets"] }),
+                )
+                .await?;
             Ok(())
         })
         .await?;

@@ -5,6 +5,7 @@
 //! `Scope::Platform` for super admins and services. Roles are checked by the auth layer before a
 //! handler runs; handlers check tenant ownership and the tenant's status.
 
+mod audit;
 mod features;
 mod hot;
 mod integrations;

@@ -11,6 +11,7 @@ use tenantry_proto::settings::v1 as pb;
 use tenantry_runtime::{ApiError, ApiResult, Violations};
 use tonic::Request;
 
+use super::audit::Actor;
 use super::{SettingsApi, is_platform, load_usable, scope, target};
 use crate::convert::{jsonb_text_len, struct_to_json};
 use crate::view::{self, DEFAULT_SETTINGS, Home, TenantState};
@@ -335,6 +336,7 @@ impl SettingsApi {
         request: Request<pb::UpdateSettingsRequest>,
     ) -> ApiResult<pb::UpdateSettingsResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, None);
         let u = validate_update(request.get_ref())?;
         let mut conn = self.state.conn().await?;
         let state = conn
@@ -540,6 +542,15 @@ impl SettingsApi {
                         .flatten(),
                 };
                 db::update_tenant_profile(conn, tenant, &profile).await?;
+                actor
+                    .record(
+                        conn,
+                        tenant,
+                        "UpdateSettings",
+                        ("settings", &tenant.to_string()),
+                        serde_json::json!({ "changed_fields": u.leaves }),
+                    )
+                    .await?;
                 TenantState::load(conn, tenant)
                     .await?
                     .ok_or(ApiError::NotFound("tenant"))
@@ -556,6 +567,7 @@ impl SettingsApi {
         request: Request<pb::UpdateCustomSettingsRequest>,
     ) -> ApiResult<pb::UpdateCustomSettingsResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, None);
         let patch = match &request.get_ref().settings {
             None => return Err(ApiError::field("settings", "is required")),
             Some(s) => struct_to_json(s).map_err(|e| ApiError::field("settings", &e))?,
@@ -591,6 +603,22 @@ impl SettingsApi {
                 db::update_settings(conn, tenant, &changes)
                     .await
                     .map_err(size_violation)?;
+                // Key names only: the values are free-form and may be large.
+                let (removed, set): (Vec<_>, Vec<_>) =
+                    patch.iter().partition(|(_, value)| value.is_null());
+                actor
+                    .record(
+                        conn,
+                        tenant,
+                        "UpdateCustomSettings",
+                        ("settings", &tenant.to_string()),
+                        serde_json::json!({
+                            "changed_fields": ["custom_settings"],
+                            "keys_set": set.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                            "keys_removed": removed.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                        }),
+                    )
+                    .await?;
                 TenantState::load(conn, tenant)
                     .await?
                     .ok_or(ApiError::NotFound("tenant"))
@@ -674,6 +702,7 @@ impl SettingsApi {
         request: Request<pb::InitializeDefaultsRequest>,
     ) -> ApiResult<pb::InitializeDefaultsResponse> {
         let (caller, tenant) = target(&request, &request.get_ref().tenant_id)?;
+        let actor = Actor::of(&caller, &request, None);
         debug_assert!(is_platform(&caller));
         let mut conn = self.state.conn().await?;
         conn.transaction(async |conn| -> ApiResult<pb::InitializeDefaultsResponse> {
@@ -729,10 +758,22 @@ impl SettingsApi {
                     default_theme: theme.as_ref().map(|t| t.as_str()),
                     ..SettingsChangeset::default()
                 };
-                db::update_settings(conn, tenant, &changes)
+                let version = db::update_settings(conn, tenant, &changes)
                     .await
                     .map_err(size_violation)?
-                    .version
+                    .version;
+                // Only a call that wrote something is recorded: a retry (every key kept)
+                // changes nothing.
+                actor
+                    .record(
+                        conn,
+                        tenant,
+                        "InitializeDefaults",
+                        ("settings", &tenant.to_string()),
+                        serde_json::json!({ "keys_written": response.keys_written }),
+                    )
+                    .await?;
+                version
             };
             Ok(response)
         })
