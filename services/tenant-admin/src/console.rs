@@ -249,7 +249,89 @@ fn content_type(file: &Path) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::origin;
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::{ConsoleConfig, handler, origin, resolve};
+    use tonic::codegen::http::{self, Method, StatusCode};
+
+    fn console_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("console-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("assets")).unwrap();
+        std::fs::write(dir.join("index.html"), "<!doctype html>").unwrap();
+        std::fs::write(dir.join("assets/app.js"), "export {}").unwrap();
+        std::fs::write(dir.join(".secret"), "no").unwrap();
+        std::fs::write(dir.parent().unwrap().join("outside.txt"), "no").unwrap();
+        dir.canonicalize().unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_regular_files_inside_the_folder_resolve() {
+        let dir = console_dir();
+        assert_eq!(resolve(&dir, "/").await, Some(dir.join("index.html")));
+        assert_eq!(
+            resolve(&dir, "/assets/app.js").await,
+            Some(dir.join("assets/app.js"))
+        );
+        for bad in [
+            "/../outside.txt",
+            "/assets/../../outside.txt",
+            "/%2e%2e/outside.txt",
+            "/.secret",
+            "/assets",
+            "/assets/",
+            "//etc/passwd",
+            "/missing.js",
+            "/assets\\app.js",
+        ] {
+            assert_eq!(resolve(&dir, bad).await, None, "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_the_security_headers() {
+        let dir = console_dir();
+        let config = ConsoleConfig {
+            dir: Some(dir.clone()),
+            settings_url: "http://127.0.0.1:50052".into(),
+            provisioning_url: "https://prov.example.com/x".into(),
+        };
+        let h = handler(&config).unwrap();
+        for (method, path, status) in [
+            (Method::GET, "/", StatusCode::OK),
+            (Method::HEAD, "/assets/app.js", StatusCode::OK),
+            (Method::GET, "/config.json", StatusCode::OK),
+            (Method::GET, "/nope", StatusCode::NOT_FOUND),
+        ] {
+            let (parts, ()) = http::Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .body(())
+                .unwrap()
+                .into_parts();
+            let r = h(parts).await;
+            assert_eq!(r.status(), status, "{method} {path}");
+            let header = |n: &str| r.headers().get(n).unwrap().to_str().unwrap().to_owned();
+            let csp = header("content-security-policy");
+            assert!(
+                csp.contains("connect-src 'self' http://127.0.0.1:50052 https://prov.example.com;"),
+                "{csp}"
+            );
+            assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+            assert_eq!(header("x-content-type-options"), "nosniff");
+            assert_eq!(header("x-frame-options"), "DENY");
+            assert_eq!(header("referrer-policy"), "no-referrer");
+            assert!(r.headers().get("strict-transport-security").is_none());
+        }
+        let none = handler(&ConsoleConfig::default()).unwrap();
+        let (parts, ()) = http::Request::builder()
+            .uri("/")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(none(parts).await.status(), StatusCode::NOT_FOUND);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn origins_drop_paths_and_refuse_other_schemes() {

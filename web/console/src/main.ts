@@ -342,7 +342,6 @@ function tenantsView(): void {
 
 function newTenantView(): void {
   const box = alertBox();
-  const requestId = uuid();
   const form = h(
     "form",
     { "aria-label": "New tenant" },
@@ -354,13 +353,17 @@ function newTenantView(): void {
     h("button", { type: "submit" }, "Create tenant"),
     box,
   );
+  const submit = form.querySelector("button[type=submit]") as HTMLButtonElement;
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     clearError(box, form);
     const d = new FormData(form);
+    submit.disabled = true;
     try {
       const r = await api.tenants.createTenant({
-        requestId: d.get("slug") ? `${requestId}` : uuid(),
+        // One id per attempt: a refused attempt writes nothing, and a changed form is a new
+        // request (AIP-155 refuses an id reused with another payload).
+        requestId: uuid(),
         name: String(d.get("name") ?? ""),
         slug: String(d.get("slug") ?? ""),
         email: String(d.get("email") ?? ""),
@@ -370,6 +373,8 @@ function newTenantView(): void {
       go(`#/tenant/${r.tenant?.tenantId ?? ""}`);
     } catch (err) {
       showError(box, err, form);
+    } finally {
+      submit.disabled = false;
     }
   });
   fill(app, h("h1", {}, "New tenant"), form);
@@ -694,8 +699,12 @@ function membersSection(tenantId: string): HTMLElement {
   });
   void load();
   const head = (...cols: string[]) => h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c))));
+  const s = session() as Session;
   return section(
     "Members and invitations",
+    s.superAdmin
+      ? h("p", {}, "Members and invitations belong to the tenant's own roles: a super admin is refused here. Sign in as the tenant's admin to manage them.")
+      : null,
     box,
     h("table", { "aria-label": "Members" }, head("E-mail", "Username", "Role", "Joined"), members),
     h("h3", {}, "Invitations"),
