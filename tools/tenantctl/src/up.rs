@@ -36,6 +36,9 @@ pub(crate) struct UpArgs {
     /// How long to wait for the services to report SERVING.
     #[arg(long, default_value_t = 60)]
     ready_timeout_secs: u64,
+    /// Serves no admin console (and does not build it).
+    #[arg(long)]
+    no_console: bool,
 }
 
 const SECRET_FILE: &str = "jwt-secret";
@@ -139,7 +142,11 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
 
-    let console_dir = console_dist(&logs).await;
+    let console_dir = if args.no_console {
+        None
+    } else {
+        console_dist(&logs).await
+    };
     let login = match console::bootstrap_super_admin(&app_url, &data_dir).await {
         Ok(b) => Some(b),
         Err(e) => {
@@ -269,7 +276,14 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     if console_dir.is_some() {
         println!("Admin console: {console_url}");
     } else {
-        println!("Admin console: not built (see above); gRPC and grpc-web are served as usual.");
+        println!(
+            "Admin console: {}; gRPC and grpc-web are served as usual.",
+            if args.no_console {
+                "off (--no-console)"
+            } else {
+                "not built (see above)"
+            }
+        );
     }
     match &login {
         Some(Bootstrap::Created { email, password }) => {
