@@ -257,10 +257,11 @@ try {
   await invitationRow.getByRole("cell", { name: "Pending", exact: true }).waitFor();
   await invitationRow.getByRole("cell", { name: "Teacher", exact: true }).waitFor();
   result.invitee = invitee;
-  await shot("tenant-detail");
 
-  step("the tenant admin's audit trail shows the actions");
+  step("the tenant admin's audit trail shows the actions, live and after a reload");
   const audit = page.getByRole("table", { name: "Audit trail" });
+  await audit.getByText("admin.v1.OrganizationService/CreateInvitation").first().waitFor();
+  await shot("tenant-detail");
   await page.reload();
   await audit.getByText("admin.v1.OrganizationService/CreateInvitation").first().waitFor();
   result.tenantAudit = await audit.locator("tbody tr td:nth-child(2)").allInnerTexts();

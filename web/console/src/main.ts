@@ -117,6 +117,11 @@ function showError(box: HTMLElement, err: unknown, form?: HTMLFormElement): void
   }
 }
 
+/** Tells the open view that something changed (the audit trail reloads). */
+function changed(): void {
+  document.dispatchEvent(new Event("tenantry:changed"));
+}
+
 function alertBox(): HTMLElement {
   return h("div", { role: "alert", class: "error", hidden: true });
 }
@@ -486,6 +491,7 @@ function provisioningSection(t: Tenant, onDone: () => Promise<void>): HTMLElemen
       }
       status.textContent = `Provisioning finished: ${r.message}`;
       await onDone();
+      changed();
       if (r.generatedAdminPassword) {
         const pw = r.generatedAdminPassword;
         const copied = h("span", { role: "status" });
@@ -590,6 +596,7 @@ function settingsSection(tenantId: string): HTMLElement {
         if (r.settings) (form.elements.namedItem(path) as HTMLInputElement).dataset.initial = get(r.settings);
       }
       saved.textContent = `Saved ${paths.join(", ")} (settings version ${r.settings?.version ?? "?"}).`;
+      changed();
     } catch (err) {
       showError(box, err, form);
     }
@@ -618,6 +625,7 @@ function featuresSection(tenantId: string): HTMLElement {
           ? await api.settings.grantFeatureOverride({ tenantId, feature: f.feature, enabled: box2.checked, reason: "set in the admin console" })
           : await api.settings.setFeature({ tenantId, feature: f.feature, enabled: box2.checked });
         note.textContent = `${name} ${box2.checked ? "enabled" : "disabled"} (features version ${r.version}).`;
+        changed();
         await load();
       } catch (err) {
         box2.checked = !box2.checked;
@@ -691,6 +699,7 @@ function membersSection(tenantId: string): HTMLElement {
         message: String(d.get("message") ?? ""),
       });
       sent.textContent = `Invitation sent to ${r.invitation?.email ?? ""}.`;
+      changed();
       form.reset();
       await load();
     } catch (err) {
@@ -746,6 +755,16 @@ function auditSection(tenantId: string): HTMLElement {
       showError(box, err);
     }
   };
+  const onChange = () => {
+    if (!tbody.isConnected) {
+      document.removeEventListener("tenantry:changed", onChange);
+      return;
+    }
+    // Newest first: show the first page with the new event.
+    tokens.splice(1);
+    void load();
+  };
+  document.addEventListener("tenantry:changed", onChange);
   next.addEventListener("click", () => { tokens.push(next.dataset.token ?? ""); void load(); });
   prev.addEventListener("click", () => { tokens.pop(); void load(); });
   void load();
