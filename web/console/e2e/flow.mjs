@@ -182,6 +182,13 @@ try {
   await filters.getByRole("button", { name: "Apply filters" }).click();
   await page.getByText(/^No tenants match \(0 in all\)\.$/).waitFor();
   await filters.getByLabel("Tier").selectOption({ label: "Any tier" });
+  await filters.getByLabel("Status").selectOption({ label: "Suspended" });
+  await filters.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByText(/^No tenants match \(0 in all\)\.$/).waitFor();
+  await filters.getByLabel("Status").selectOption({ label: "Trial" });
+  await filters.getByRole("button", { name: "Apply filters" }).click();
+  await page.getByText(/^Page 1: tenants 1–2 of 3$/).waitFor();
+  await filters.getByLabel("Status").selectOption({ label: "Any status" });
   await filters.getByLabel("Search").fill(slug);
   await filters.getByRole("button", { name: "Apply filters" }).click();
   await page.getByText(/^Page 1: tenants 1–1 of 1$/).waitFor();

@@ -1,6 +1,7 @@
 // The Tenantry admin console: sign in, tenants, provisioning, settings, features, members,
 // invitations and the audit trail, over grpc-web only.
 
+import { Code } from "@connectrpc/connect";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 
 import { connect, loadSession, problem, saveSession, type Clients, type Session } from "./api";
@@ -100,6 +101,12 @@ function showError(box: HTMLElement, err: unknown, form?: HTMLFormElement): void
       ? h("ul", {}, p.fields.map((f) => h("li", {}, h("code", {}, f.field), ` ${f.description}`)))
       : null,
   );
+  if (p.code === Code.Unauthenticated && session()) {
+    box.append(
+      " ",
+      h("button", { type: "button", onclick: () => { saveSession(null); go("#/login"); } }, "Sign in again"),
+    );
+  }
   box.hidden = false;
   if (!form) return;
   for (const el of form.querySelectorAll(".field-error")) el.remove();
