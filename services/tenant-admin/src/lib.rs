@@ -6,16 +6,19 @@
 //! (default `http://127.0.0.1:50052`), `PROVISIONING_URL` (default `http://127.0.0.1:50053`),
 //! and the [`Tuning`] variables `TENANTRY_BCRYPT_COST` (default 12, 4–31) and
 //! `TENANT_TRIAL_SWEEP_SECS` (default 60, at least 1: how often tenants whose trial ended are
-//! suspended).
+//! suspended). The admin console's variables (`TENANTRY_CONSOLE_DIR`...) are read by
+//! [`serve`]: see [`console`].
 
 mod api;
 mod audit_trail;
+pub mod console;
 mod convert;
 mod passwords;
 mod tenant_access;
 mod trial;
 mod validate;
 
+pub use console::ConsoleConfig;
 pub use trial::{TRIAL_EXPIRED_ACTION, sweep_expired_trials};
 
 use std::future::Future;
@@ -143,7 +146,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     serve(config, listener, tenantry_runtime::shutdown_signal()).await
 }
 
-/// Serves on an already-bound listener until `shutdown` resolves, with [`Tuning::from_env`].
+/// Serves on an already-bound listener until `shutdown` resolves, with [`Tuning::from_env`]
+/// and [`ConsoleConfig::from_env`].
 ///
 /// # Errors
 ///
@@ -153,11 +157,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_with(config, Tuning::from_env()?, listener, shutdown).await
+    let console = ConsoleConfig::from_env(&config.settings_url, &config.provisioning_url)?;
+    serve_with_console(config, Tuning::from_env()?, console, listener, shutdown).await
 }
 
-/// Serves on an already-bound listener until `shutdown` resolves. Also runs the trial-expiry
-/// sweep every [`Tuning::trial_sweep_interval`], stopped with the server.
+/// Serves on an already-bound listener until `shutdown` resolves, without the console (every
+/// `GET` is 404). Also runs the trial-expiry sweep every [`Tuning::trial_sweep_interval`],
+/// stopped with the server.
 ///
 /// # Errors
 ///
@@ -168,6 +174,25 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with_console(config, tuning, ConsoleConfig::default(), listener, shutdown).await
+}
+
+/// Like [`serve_with`], and answers `GET` and `HEAD` with the admin console of `console`.
+///
+/// # Errors
+///
+/// Start-up failures (migrations, keys, console directory) and transport errors.
+pub async fn serve_with_console(
+    config: Config,
+    tuning: Tuning,
+    console: ConsoleConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let http = console::handler(&console)?;
+    if let Some(dir) = &console.dir {
+        tracing::info!(console.dir = %dir.display(), "serving the admin console");
+    }
     if let Some(admin) = &config.common.database_admin_url {
         tenantry_db::migrate(
             admin.expose_secret(),
@@ -250,7 +275,8 @@ pub async fn serve_with(
         cors_origins: config.common.cors_origins.clone(),
         shutdown_grace: config.common.shutdown_grace,
     };
-    let served = tenantry_runtime::serve(listener, routes, options, shutdown).await;
+    let served =
+        tenantry_runtime::serve_with_http(listener, routes, options, Some(http), shutdown).await;
     sweeper.abort();
     snapshots.abort();
     served?;

@@ -10,4 +10,6 @@ pub mod telemetry;
 
 pub use config::{CommonConfig, ConfigError};
 pub use error::{ApiError, ApiResult, Violations};
-pub use server::{ServeError, ServeOptions, serve, shutdown_signal};
+pub use server::{
+    HttpFuture, HttpHandler, ServeError, ServeOptions, serve, serve_with_http, shutdown_signal,
+};

@@ -1,15 +1,20 @@
 //! The gRPC server shared by the three services.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use tenantry_auth::AuthLayer;
 use tokio::net::TcpListener;
+use tonic::codegen::{Body as HttpBody, Bytes, StdError};
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
+use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Headers a browser may send over grpc-web (DESIGN.md, Runtime).
@@ -53,6 +58,65 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
 }
 
+/// The future of an [`HttpHandler`].
+pub type HttpFuture = Pin<Box<dyn Future<Output = http::Response<tonic::body::Body>> + Send>>;
+
+/// Answers plain HTTP `GET` and `HEAD` requests (a web app served next to the gRPC services).
+///
+/// gRPC and grpc-web calls are always `POST`, so a handler never sees one, and a `GET` never
+/// reaches a gRPC service, the auth layer or CORS: it is answered by the handler alone.
+pub type HttpHandler = Arc<dyn Fn(http::request::Parts) -> HttpFuture + Send + Sync>;
+
+/// Routes `GET` and `HEAD` to an [`HttpHandler`] when there is one, everything else to the
+/// gRPC stack.
+#[derive(Clone)]
+struct HttpLayer(Option<HttpHandler>);
+
+impl<S> Layer<S> for HttpLayer {
+    type Service = HttpRouter<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpRouter {
+            inner,
+            handler: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct HttpRouter<S> {
+    inner: S,
+    handler: Option<HttpHandler>,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for HttpRouter<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<StdError>,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if let Some(handler) = &self.handler
+            && (request.method() == Method::GET || request.method() == Method::HEAD)
+        {
+            let (parts, _) = request.into_parts();
+            let answer = handler(parts);
+            return Box::pin(async move { Ok(answer.await) });
+        }
+        let call = self.inner.call(request);
+        Box::pin(async move { call.await.map(|r| r.map(tonic::body::Body::new)) })
+    }
+}
+
 /// Builds the CORS layer: only the listed origins; preflights are answered before auth runs.
 ///
 /// # Errors
@@ -80,8 +144,25 @@ pub fn cors_layer(origins: &[String]) -> Result<CorsLayer, ServeError> {
 /// [`ServeError`] when reflection cannot be built or the transport fails.
 pub async fn serve(
     listener: TcpListener,
+    routes: RoutesBuilder,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_with_http(listener, routes, options, None, shutdown).await
+}
+
+/// Like [`serve`], and with `http` set, answers every `GET` and `HEAD` request with it (over
+/// HTTP/1.1 or HTTP/2) instead of passing it on: tenant-admin serves the admin console this way.
+/// Every other request (gRPC, grpc-web, CORS preflights) takes the same path as in [`serve`].
+///
+/// # Errors
+///
+/// [`ServeError`] when reflection cannot be built or the transport fails.
+pub async fn serve_with_http(
+    listener: TcpListener,
     mut routes: RoutesBuilder,
     options: ServeOptions,
+    http: Option<HttpHandler>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -147,6 +228,7 @@ pub async fn serve(
         .trace_fn(
             |req: &http::Request<()>| tracing::info_span!("rpc", rpc.method = %req.uri().path()),
         )
+        .layer(HttpLayer(http))
         .layer(cors)
         .layer(GrpcWebLayer::new())
         .layer(options.auth)

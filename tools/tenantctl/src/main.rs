@@ -3,6 +3,8 @@
 //! - `tenantctl up`: the whole suite on this machine. Without `DATABASE_URL` it starts a private
 //!   Postgres cluster in the data folder (`.tenantry/` by default), migrates it, starts the three
 //!   services, prints a super-admin token and commands to try, and stops everything on Ctrl-C.
+//!   It also serves the admin console (building `web/console` with npm when needed) and creates
+//!   a bootstrap super admin to sign in to it.
 //! - `tenantctl migrate`: bootstraps the roles and runs pending migrations (`DATABASE_ADMIN_URL`).
 //! - `tenantctl token`: mints a token with the configured key.
 //! - `tenantctl create-super-admin`: creates a platform admin account (login with an empty
@@ -10,6 +12,7 @@
 //! - `tenantctl serve <service>`: runs one service in this process (what `up` starts).
 //! - `tenantctl health <addr>`: exits 0 when the service at `addr` reports SERVING.
 
+mod console;
 mod super_admin;
 mod up;
 

@@ -15,6 +15,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::ServiceArg;
+use crate::console::{self, Bootstrap};
 
 /// Arguments of `tenantctl up`.
 #[derive(clap::Args)]
@@ -35,6 +36,9 @@ pub(crate) struct UpArgs {
     /// How long to wait for the services to report SERVING.
     #[arg(long, default_value_t = 60)]
     ready_timeout_secs: u64,
+    /// Serves no admin console (and does not build it).
+    #[arg(long)]
+    no_console: bool,
 }
 
 const SECRET_FILE: &str = "jwt-secret";
@@ -81,7 +85,7 @@ fn secrets_key(data_dir: &Path) -> anyhow::Result<SecretString> {
 }
 
 /// Writes a new file only its owner may read (0600 from the start on Unix).
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -137,6 +141,30 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
+
+    let console_dir = if args.no_console {
+        None
+    } else {
+        console_dist(&logs).await
+    };
+    let login = match console::bootstrap_super_admin(&app_url, &data_dir).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("console: no bootstrap super admin: {e:#}");
+            None
+        }
+    };
+    let console_url = format!("http://{}/", browser_host(&args.admin_addr));
+    // The console (served by tenant-admin) calls tenant-settings and provisioning from its own
+    // origin: allow it there, besides any origin configured in TENANTRY_CORS_ORIGINS.
+    let mut cors: Vec<String> = tenantry_runtime::config::var("TENANTRY_CORS_ORIGINS")
+        .map(|v| v.split(',').map(|o| o.trim().to_owned()).collect())
+        .unwrap_or_default();
+    cors.extend(console_origins(&args.admin_addr));
+    cors.retain(|o| !o.is_empty());
+    let mut seen = std::collections::HashSet::new();
+    cors.retain(|o| seen.insert(o.clone()));
+    let cors = cors.join(",");
     let services = [
         (
             ServiceArg::TenantAdmin,
@@ -181,6 +209,26 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .stdout(std::fs::File::create(logs.join(format!("{name}.log")))?)
                 .stderr(std::fs::File::create(logs.join(format!("{name}.err.log")))?)
                 .kill_on_drop(true);
+            match *name {
+                "tenant-admin" => {
+                    match &console_dir {
+                        Some(dir) => cmd.env("TENANTRY_CONSOLE_DIR", dir),
+                        None => cmd.env_remove("TENANTRY_CONSOLE_DIR"),
+                    };
+                    cmd.env(
+                        "TENANTRY_CONSOLE_SETTINGS_URL",
+                        format!("http://{}", browser_host(&args.settings_addr)),
+                    )
+                    .env(
+                        "TENANTRY_CONSOLE_PROVISIONING_URL",
+                        format!("http://{}", browser_host(&args.provisioning_addr)),
+                    );
+                }
+                _ => {
+                    cmd.env("TENANTRY_CORS_ORIGINS", &cors)
+                        .env_remove("TENANTRY_CONSOLE_DIR");
+                }
+            }
             // Only tenant-settings holds the key of integration secrets.
             if *name == "tenant-settings" {
                 cmd.env("TENANTRY_SECRETS_KEY", secrets_key.expose_secret());
@@ -225,6 +273,38 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  tenant-settings  {}", args.settings_addr);
     println!("  provisioning     {}", args.provisioning_addr);
     println!();
+    if console_dir.is_some() {
+        println!("Admin console: {console_url}");
+    } else {
+        println!(
+            "Admin console: {}; gRPC and grpc-web are served as usual.",
+            if args.no_console {
+                "off (--no-console)"
+            } else {
+                "not built (see above)"
+            }
+        );
+    }
+    match &login {
+        Some(Bootstrap::Created { email, password }) => {
+            println!(
+                "Console login (created now; shown once, also kept in {}): tenant slug empty, \
+                 e-mail {email}, password {password}",
+                data_dir.join(console::LOGIN_FILE).display()
+            );
+        }
+        Some(Bootstrap::Existing { email }) => println!(
+            "Console login: tenant slug empty, e-mail {email}, password in {}",
+            data_dir.join(console::LOGIN_FILE).display()
+        ),
+        Some(Bootstrap::Foreign) => println!(
+            "Console login: {} exists already in this database; `tenantctl create-super-admin` \
+             creates another super admin.",
+            console::BOOTSTRAP_EMAIL
+        ),
+        None => {}
+    }
+    println!();
     println!("A super-admin token (12 hours; `tenantctl token --help` mints others):");
     println!("export TOKEN={token}");
     println!();
@@ -267,6 +347,62 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// The built console to serve: `TENANTRY_CONSOLE_DIR` when set, else `web/console/dist` of this
+/// checkout, built with npm first when it is missing or older than its sources. `None` (with a
+/// message saying how to get it) when it cannot be built: the services run without it.
+async fn console_dist(logs: &Path) -> Option<PathBuf> {
+    if let Some(dir) = tenantry_runtime::config::var("TENANTRY_CONSOLE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let src = console::source_dir();
+    if !src.join("package.json").is_file() {
+        println!(
+            "console: {} not found (tenantctl was not built from a checkout); set \
+             TENANTRY_CONSOLE_DIR to a built console to serve one",
+            src.display()
+        );
+        return None;
+    }
+    let src = src.canonicalize().ok()?;
+    if console::needs_build(&src) {
+        let log = logs.join("console-build.log");
+        println!(
+            "console: building {} (npm ci && npm run build; output in {})",
+            src.display(),
+            log.display()
+        );
+        if let Err(e) = console::build(&src, &log).await {
+            println!(
+                "console: not built: {e:#}. The console needs Node.js 20+ and npm \
+                 (https://nodejs.org, or `apt-get install nodejs npm`); then run `tenantctl up` \
+                 again, or build it by hand: cd {} && npm ci && npm run build",
+                src.display()
+            );
+            return None;
+        }
+    }
+    Some(src.join("dist"))
+}
+
+/// `addr` as a browser on this machine reaches it (`0.0.0.0` and `[::]` become `127.0.0.1`).
+fn browser_host(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some(("0.0.0.0" | "[::]", port)) => format!("127.0.0.1:{port}"),
+        _ => addr.to_owned(),
+    }
+}
+
+/// The origins a browser may load the console from: its address, and `localhost` for a
+/// loopback one.
+fn console_origins(admin_addr: &str) -> Vec<String> {
+    let host = browser_host(admin_addr);
+    let mut origins = vec![format!("http://{host}")];
+    if let Some(("127.0.0.1", port)) = host.rsplit_once(':') {
+        origins.push(format!("http://localhost:{port}"));
+    }
+    origins
 }
 
 async fn wait_serving(
