@@ -14,7 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::schema::{
-    audit_events, idempotency_keys, integrations, organizations, tenant_features, tenant_settings,
+    idempotency_keys, integrations, organizations, tenant_features, tenant_settings,
 };
 
 /// The organization columns tenant-settings reads: identity, tier, status, limits and usage.
@@ -587,49 +587,6 @@ pub async fn save_request(
             idempotency_keys::organization_id.eq(tenant),
             idempotency_keys::request_hash.eq(request_hash),
             idempotency_keys::response.eq(Some(response)),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// An audit event to record.
-#[derive(Debug, Clone)]
-pub struct NewAuditEvent<'a> {
-    /// Tenant, or `None` for a platform event.
-    pub organization_id: Option<Uuid>,
-    /// The caller's subject.
-    pub actor_id: &'a str,
-    /// The caller's role.
-    pub actor_role: &'a str,
-    /// What happened (`settings.feature_override.granted`, ...).
-    pub action: &'a str,
-    /// Kind of target (`feature`, ...).
-    pub target_type: &'a str,
-    /// The target.
-    pub target_id: &'a str,
-    /// Details (JSON object).
-    pub metadata: Value,
-}
-
-/// Records an audit event.
-///
-/// # Errors
-///
-/// The database error.
-pub async fn insert_audit_event(
-    conn: &mut AsyncPgConnection,
-    event: &NewAuditEvent<'_>,
-) -> QueryResult<()> {
-    diesel::insert_into(audit_events::table)
-        .values((
-            audit_events::organization_id.eq(event.organization_id),
-            audit_events::actor_id.eq(event.actor_id),
-            audit_events::actor_role.eq(event.actor_role),
-            audit_events::action.eq(event.action),
-            audit_events::target_type.eq(event.target_type),
-            audit_events::target_id.eq(event.target_id),
-            audit_events::metadata.eq(&event.metadata),
         ))
         .execute(conn)
         .await?;
