@@ -187,6 +187,7 @@ async fn create_and_provision(
         .get_tenant(authed(
             admin_pb::GetTenantRequest {
                 tenant_id: created.tenant_id.clone(),
+                ..Default::default()
             },
             &super_admin_token(),
         ))

@@ -228,6 +228,7 @@ async fn every_rpc_needs_a_super_admin() {
             c.get_tenant(authed(
                 pb::GetTenantRequest {
                     tenant_id: id.clone(),
+                    ..Default::default()
                 },
                 &token,
             ))
@@ -676,6 +677,7 @@ async fn get_finds_a_tenant_and_answers_not_found_otherwise() {
     let got = c
         .get_tenant(sa(pb::GetTenantRequest {
             tenant_id: t.tenant_id.clone(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -685,10 +687,53 @@ async fn get_finds_a_tenant_and_answers_not_found_otherwise() {
     assert_eq!(got.slug, "gettable");
     assert_eq!(got.timezone, "UTC");
     assert_eq!(got.locale, "en-US");
+    // The enabled features are tenant-settings' answer.
+    let mut settings = tenantry_proto::settings::v1::tenant_settings_service_client::TenantSettingsServiceClient::new(
+        s.settings.channel().await,
+    );
+    let want: Vec<i32> = settings
+        .get_features(authed(
+            tenantry_proto::settings::v1::GetFeaturesRequest {
+                tenant_id: t.tenant_id.clone(),
+            },
+            &service_token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .features
+        .iter()
+        .filter(|f| f.enabled)
+        .map(|f| f.feature)
+        .collect();
+    assert!(!want.is_empty(), "the tier enables some features");
+    assert_eq!(got.enabled_features, want);
+    let basic = c
+        .get_tenant(sa(pb::GetTenantRequest {
+            tenant_id: t.tenant_id.clone(),
+            view: pb::TenantView::Basic.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert!(basic.enabled_features.is_empty(), "BASIC leaves them out");
+    assert_eq!(basic.slug, "gettable");
+    let err = c
+        .get_tenant(sa(pb::GetTenantRequest {
+            tenant_id: t.tenant_id.clone(),
+            view: 99,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields(&err), vec!["view".to_owned()]);
 
     let missing = c
         .get_tenant(sa(pb::GetTenantRequest {
             tenant_id: Uuid::new_v4().to_string(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -697,6 +742,7 @@ async fn get_finds_a_tenant_and_answers_not_found_otherwise() {
     let err = c
         .get_tenant(sa(pb::GetTenantRequest {
             tenant_id: "nope".into(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -1174,6 +1220,7 @@ async fn the_trial_sweep_suspends_ended_trials() {
     let t = c
         .get_tenant(sa(pb::GetTenantRequest {
             tenant_id: ended.tenant_id.clone(),
+            ..Default::default()
         }))
         .await
         .unwrap()

@@ -132,6 +132,7 @@ fn items(value: &str) -> Vec<String> {
 fn get_tenant() -> tenantry_proto::admin::v1::GetTenantRequest {
     tenantry_proto::admin::v1::GetTenantRequest {
         tenant_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
     }
 }
 

@@ -454,6 +454,7 @@ async fn the_console_runs_the_whole_flow_in_chromium() {
         .get_tenant(authed(
             admin::GetTenantRequest {
                 tenant_id: tenant_id.clone(),
+                ..Default::default()
             },
             &token,
         ))
@@ -563,7 +564,7 @@ async fn the_console_runs_the_whole_flow_in_chromium() {
     for action in [
         "tenantry.admin.v1.TenantAdminService/CreateTenant",
         "tenantry.admin.v1.OrganizationService/CreateInvitation",
-        "feature_override.granted",
+        "tenantry.settings.v1.TenantSettingsService/GrantFeatureOverride",
     ] {
         assert!(
             actions.contains(&action),

@@ -19,10 +19,6 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
 
-/// The environment variable that carries the echo server's answer (base64 of the encoded
-/// `CheckFeaturesResponse` a real call returned).
-pub(crate) const ECHO_RESPONSE_VAR: &str = "BENCH_ECHO_RESPONSE";
-
 /// Answers `TenantSettingsService/CheckFeatures` with a fixed message: the same path, request
 /// and response sizes as the real service, and nothing else (no auth, no cache, no database).
 #[derive(Clone)]
@@ -68,13 +64,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for Echo {
     }
 }
 
-/// `tenantry-bench __serve echo`: the B1 server, with the services' `Server::builder()`
-/// settings (HTTP/1 accepted, grpc-web layer, the same per-call trace span) and none of their
-/// middleware.
-pub(crate) async fn serve_echo() -> Result<()> {
-    let addr: SocketAddr = std::env::var("BENCH_ECHO_ADDR")?.parse()?;
+/// `tenantry-bench __serve echo <addr> <answer>`: the B1 server, with the services'
+/// `Server::builder()` settings (HTTP/1 accepted, grpc-web layer, the same per-call trace
+/// span) and none of their middleware; `answer` is the base64 of the encoded
+/// `CheckFeaturesResponse` a real call returned.
+pub(crate) async fn serve_echo(addr: &str, answer: &str) -> Result<()> {
+    let addr: SocketAddr = addr.parse().context("the echo address")?;
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(std::env::var(ECHO_RESPONSE_VAR).context("the echo answer")?)?;
+        .decode(answer)
+        .context("the echo answer")?;
     let answer = settings_pb::CheckFeaturesResponse::decode(bytes.as_slice())?;
     let listener = TcpListener::bind(addr).await?;
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -76,7 +76,8 @@ pub(crate) struct Args {
 fn main() -> std::process::ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("__serve") {
-        return serve(argv.get(2).map_or("", String::as_str));
+        let arg = |i: usize| argv.get(i).map_or("", String::as_str);
+        return serve(arg(2), arg(3), arg(4));
     }
     let mut args = Args::parse();
     if args.smoke {
@@ -176,9 +177,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// `__serve <name>`: one service (or the echo baseline) from its environment, as its own
-/// binary would run it.
-fn serve(name: &str) -> std::process::ExitCode {
+/// `__serve <name>`: one service from its environment, as its own binary would run it; or
+/// `__serve echo <addr> <answer>`, the echo baseline.
+fn serve(name: &str, echo_addr: &str, echo_answer: &str) -> std::process::ExitCode {
     tenantry_runtime::telemetry::init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -195,7 +196,7 @@ fn serve(name: &str) -> std::process::ExitCode {
             "tenant-admin" => tenant_admin::run(tenant_admin::Config::from_env()?).await,
             "tenant-settings" => tenant_settings::run(tenant_settings::Config::from_env()?).await,
             "provisioning" => provisioning::run(provisioning::Config::from_env()?).await,
-            "echo" => baselines::serve_echo().await,
+            "echo" => baselines::serve_echo(echo_addr, echo_answer).await,
             other => Err(anyhow::anyhow!("unknown service {other:?}")),
         }
     });

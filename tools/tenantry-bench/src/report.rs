@@ -184,7 +184,7 @@ the hot tenants, every one of which was read once before (warm cache).
 - **B2**: tokio-postgres, prepared `SELECT * FROM organizations WHERE id = $1`, as many held \
 connections as the services' pool, superuser (no RLS). **B3**: the same row through \
 `tenantry_db::connect` (the services' bb8 + diesel-async pool settings) and the model's `find`. \
-**S2**: `GetTenant` (super admin): one `SELECT` (the row joined with its locale settings) \
+**S2**: `GetTenant` (super admin, BASIC view): one `SELECT` (the row joined with its locale settings) \
 on a platform-mode connection (`tenantry.platform = on` for the session, no transaction) — \
 tenant drawn Zipf(1) among all tenants. Same concurrency for the three (B2 pipelines it over as many \
 connections as the pool holds).

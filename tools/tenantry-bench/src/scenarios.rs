@@ -349,9 +349,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             bcrypt_cost: cost,
             data_dir: &data_dir,
         };
-        procs.push(
-            client.block_on(spawn.start("echo", &[(baselines::ECHO_RESPONSE_VAR, echo_answer)]))?,
-        );
+        procs.push(client.block_on(spawn.start("echo", &[addrs.echo.to_string(), echo_answer]))?);
     }
     // Idle memory: every service started, nothing served yet but one call.
     std::thread::sleep(Duration::from_millis(500));
@@ -463,6 +461,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             let r = with_auth(
                 admin_pb::GetTenantRequest {
                     tenant_id: id.clone(),
+                    view: admin_pb::TenantView::Basic.into(),
                 },
                 &operator,
             );

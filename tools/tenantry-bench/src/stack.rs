@@ -239,7 +239,7 @@ pub(crate) struct Spawn<'a> {
 impl Spawn<'_> {
     /// Starts `tenantry-bench __serve <name>` (this binary) with the service's configuration
     /// in its environment, exactly as a deployment sets it, and waits until it reports SERVING.
-    pub(crate) async fn start(&self, name: &'static str, extra: &[(&str, String)]) -> Result<Proc> {
+    pub(crate) async fn start(&self, name: &'static str, args: &[String]) -> Result<Proc> {
         let exe = std::env::current_exe()?;
         let a = self.addrs;
         let addr = match name {
@@ -267,14 +267,11 @@ impl Spawn<'_> {
             .env("TENANT_ADMIN_URL", format!("http://{}", a.admin))
             .env("TENANT_SETTINGS_URL", format!("http://{}", a.settings))
             .env("PROVISIONING_URL", format!("http://{}", a.provisioning))
-            .env("BENCH_ECHO_ADDR", a.echo.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
+        cmd.args(args);
         let child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
         let mut p = Proc { name, child };
         let deadline = Instant::now() + Duration::from_secs(60);

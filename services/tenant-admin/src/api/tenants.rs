@@ -595,27 +595,58 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, GrpcStatus> {
+        let full = match pb::TenantView::try_from(request.get_ref().view) {
+            Ok(pb::TenantView::Unspecified | pb::TenantView::Full) => true,
+            Ok(pb::TenantView::Basic) => false,
+            Err(_) => return Err(ApiError::field("view", "is not a known view").into()),
+        };
         let id = tenant_id(&request.get_ref().tenant_id)?;
         // GetTenant admits super admins only: a platform-mode connection, one statement (the
         // row and its locale settings), no transaction.
-        let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
-        let (org, locale): (Organization, Option<(String, String)>) =
-            tenantry_db::schema::organizations::table
-                .left_join(tenant_settings::table.on(
-                    tenant_settings::organization_id.eq(tenantry_db::schema::organizations::id),
-                ))
-                .filter(tenantry_db::schema::organizations::id.eq(id))
-                .select((
-                    Organization::as_select(),
-                    (tenant_settings::timezone, tenant_settings::locale).nullable(),
-                ))
-                .first(&mut *conn)
-                .await
-                .map_err(|e| not_found(e, "tenant"))?;
+        // The enabled features (FULL view) are tenant-settings' (tier matrix, toggles,
+        // overrides): asked of its cached read while the row is read here.
+        let features = async {
+            if !full {
+                return Ok(tonic::Response::new(
+                    settings::GetFeaturesResponse::default(),
+                ));
+            }
+            let mut client =
+                settings::tenant_settings_service_client::TenantSettingsServiceClient::new(
+                    self.state.settings.clone(),
+                );
+            let mut call = Request::new(settings::GetFeaturesRequest {
+                tenant_id: id.to_string(),
+            });
+            call.set_timeout(std::time::Duration::from_secs(5));
+            client.get_features(call).await
+        };
+        let row = async {
+            let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
+            row_with_locale(&mut conn, id).await
+        };
+        let (row, features) = tokio::join!(row, features);
+        let (org, locale) = row?;
+        let features = match features {
+            Ok(answer) => answer.into_inner().features,
+            // A row tenant-settings cannot see (a tenant being deleted): nothing enabled.
+            Err(status) if status.code() == tonic::Code::NotFound => Vec::new(),
+            Err(status) => {
+                tracing::warn!(tenant.id = %id, code = ?status.code(), "tenant-settings GetFeatures failed");
+                return Err(GrpcStatus::unavailable(
+                    "tenant-settings did not answer for the tenant's features; retry",
+                ));
+            }
+        };
         let locale = locale
             .map(|(timezone, locale)| Locale { timezone, locale })
             .unwrap_or_default();
-        let tenant = convert::tenant(&org, &locale);
+        let mut tenant = convert::tenant(&org, &locale);
+        tenant.enabled_features = features
+            .iter()
+            .filter(|f| f.enabled)
+            .map(|f| f.feature)
+            .collect();
         Ok(Response::new(pb::GetTenantResponse {
             tenant: Some(tenant),
         }))
@@ -1258,4 +1289,24 @@ impl TenantsApi {
             deleted_row_counts: r.row_counts,
         }))
     }
+}
+
+/// The tenant row and its locale settings, in one statement.
+async fn row_with_locale(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> ApiResult<(Organization, Option<(String, String)>)> {
+    tenantry_db::schema::organizations::table
+        .left_join(
+            tenant_settings::table
+                .on(tenant_settings::organization_id.eq(tenantry_db::schema::organizations::id)),
+        )
+        .filter(tenantry_db::schema::organizations::id.eq(id))
+        .select((
+            Organization::as_select(),
+            (tenant_settings::timezone, tenant_settings::locale).nullable(),
+        ))
+        .first(conn)
+        .await
+        .map_err(|e| not_found(e, "tenant"))
 }
