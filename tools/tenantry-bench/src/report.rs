@@ -285,7 +285,7 @@ pub(crate) fn plot(o: &Outcome, path: &Path) -> Result<()> {
         chart
             .draw_series(runs.iter().enumerate().map(|(i, r)| {
                 #[expect(clippy::cast_precision_loss, reason = "small")]
-                let y = i as f64;
+                let y = (n - 1 - i) as f64;
                 Rectangle::new(
                     [(0.5, y - 0.35), (r.rps().max(0.6), y + 0.35)],
                     BLUE.mix(0.6).filled(),
@@ -318,7 +318,7 @@ pub(crate) fn plot(o: &Outcome, path: &Path) -> Result<()> {
         chart
             .draw_series(runs.iter().enumerate().map(|(i, r)| {
                 #[expect(clippy::cast_precision_loss, reason = "small")]
-                let y = i as f64;
+                let y = (n - 1 - i) as f64;
                 Rectangle::new(
                     [
                         (us(r.pct_us(0.5)).max(1.0), y - 0.2),
@@ -331,7 +331,7 @@ pub(crate) fn plot(o: &Outcome, path: &Path) -> Result<()> {
         chart
             .draw_series(runs.iter().enumerate().map(|(i, r)| {
                 #[expect(clippy::cast_precision_loss, reason = "small")]
-                let y = i as f64;
+                let y = (n - 1 - i) as f64;
                 Circle::new((us(r.pct_us(0.5)).max(1.0), y), 4, BLACK.filled())
             }))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
