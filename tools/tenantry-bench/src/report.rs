@@ -178,7 +178,8 @@ generator included).
 - **B1 echo**: a bare tonic server in its own process with the services' `Server::builder()` \
 settings (HTTP/1 accepted, grpc-web layer, the same per-call trace span), no auth, no cache, \
 answering `TenantSettingsService/CheckFeatures` with a copy of a real answer (same message \
-sizes), called by the same generated client with the same token header.
+sizes), called by the same client code as S1 (same requests, Zipf tenants, same token header \
+and answer check): only the server differs.
 - **S1**: `CheckFeatures` (all 15 features) with a `service` token, tenant drawn Zipf(1) among \
 the hot tenants, every one of which was read once before (warm cache).
 - **B2**: tokio-postgres, prepared `SELECT * FROM organizations WHERE id = $1`, as many held \
@@ -205,6 +206,10 @@ the configured cost, tenant-settings defaults and tier features, verification, w
 into the outbox) on pending tenants, at twice the hashing slots, vs bare `bcrypt::hash` on \
 the blocking pool behind a semaphore of the same slots; then the same provisioning load with \
 cached reads running from other connections.
+- **Login / B4 verify**: `AuthService.Login` of a user whose hash was made at the configured \
+cost (password check on the blocking pool behind the hashing slots, last-login update, audit \
+row, token) vs bare `bcrypt::verify` behind a semaphore of the same slots, at twice the slots in \
+flight; then logins again with cached reads running from other connections.
 - **S7**: the S1 call through tonic-web over HTTP/1.1 (hyper client + `GrpcWebClientLayer`), \
 64 connections, vs native gRPC over 64 HTTP/2 connections.
 - **Memory**: VmRSS of each process after start-up and one call, and VmHWM (peak) after all runs.

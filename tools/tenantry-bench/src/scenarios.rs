@@ -416,18 +416,6 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     })?;
 
     // The calls.
-    let echo_call = |chs: Vec<Channel>| {
-        let req = settings_pb::CheckFeaturesRequest {
-            tenant_id: tenants[0].clone(),
-            features: Vec::new(),
-        };
-        let service = service.clone();
-        move |i: usize, _n: u64| {
-            let mut c = SettingsClient::new(chs[i % chs.len()].clone());
-            let r = with_auth(req.clone(), &service);
-            async move { c.check_features(r).await.map(drop).map_err(err) }
-        }
-    };
     let check_call = |chs: Vec<Channel>| {
         let hot = Arc::clone(&hot);
         let zipf = zipf.clone();
@@ -487,7 +475,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             closed_loop(
                 "B1 echo (CheckFeatures-sized answer)",
                 load,
-                echo_call(echo_ch.clone()),
+                check_call(echo_ch.clone()),
             )
         }),
         ("tenant-settings", || {
@@ -560,7 +548,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     let (b1_seq, s1_seq) = b.pairs(
         reps,
         ("echo", || {
-            closed_loop("S9 B1 echo, 1 in flight", one, echo_call(echo_64.clone()))
+            closed_loop("S9 B1 echo, 1 in flight", one, check_call(echo_64.clone()))
         }),
         ("tenant-settings", || {
             closed_loop(
@@ -1230,6 +1218,90 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         iso.push(first + 1);
     }
 
+    // --- Login (bcrypt verify at the hash's cost) vs bare bcrypt::verify; reads meanwhile -------
+    println!("\n== Login (bcrypt {cost} verify) vs B4 bare bcrypt::verify; S1 while logins run");
+    let hash = bcrypt::hash(stack::PASSWORD, cost)?;
+    let verify_call = {
+        let handle = b.base.handle().clone();
+        move |label: String, load: Load| {
+            let permits = Arc::new(Semaphore::new(k));
+            let handle = handle.clone();
+            let hash = hash.clone();
+            async move {
+                closed_loop(&label, load, move |_i, _n| {
+                    let permits = Arc::clone(&permits);
+                    let handle = handle.clone();
+                    let hash = hash.clone();
+                    async move {
+                        let permit = permits.acquire_owned().await.map_err(err)?;
+                        let ok = handle
+                            .spawn_blocking(move || {
+                                let ok = bcrypt::verify(stack::PASSWORD, &hash).unwrap_or(false);
+                                drop(permit);
+                                ok
+                            })
+                            .await
+                            .map_err(err)?;
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err("verify failed".into())
+                        }
+                    }
+                })
+                .await
+            }
+        }
+    };
+    let login_call = {
+        let chs = admin_ch.clone();
+        move |i: usize, _n: u64| {
+            let mut c =
+                admin_pb::auth_service_client::AuthServiceClient::new(chs[i % chs.len()].clone());
+            let r = tonic::Request::new(admin_pb::LoginRequest {
+                tenant_slug: "bench-1".into(),
+                identifier: Some(admin_pb::login_request::Identifier::Email(
+                    "bench@example.test".into(),
+                )),
+                password: stack::PASSWORD.into(),
+            });
+            async move {
+                let t = c.login(r).await.map_err(err)?.into_inner();
+                if t.access_token.is_empty() {
+                    Err("no token".into())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    };
+    let (b4v, login) = b.pairs(
+        reps,
+        ("bench", || {
+            verify_call(
+                format!("B4 bare bcrypt::verify cost {cost}, {} in flight", 2 * k),
+                sat,
+            )
+        }),
+        ("tenant-admin", || {
+            closed_loop("S6 Login, 2× the hashing slots", sat, login_call.clone())
+        }),
+    )?;
+    let mut login_iso = Vec::new();
+    for _ in 0..reps.max(1) {
+        let logins = closed_loop("S6 Login with reads", sat, login_call.clone());
+        let reads = closed_loop(
+            "S6 CheckFeatures during logins",
+            load,
+            check_call(settings_ch2.clone()),
+        );
+        let first = b.measure_many("tenant-settings", async move {
+            let (l, r) = tokio::join!(logins, reads);
+            vec![l, r]
+        })?;
+        login_iso.push(first + 1);
+    }
+
     // --- Open loop: the cached read at a fixed rate ----------------------------------------------
     let s1_rate = b.med(&s1, Run::rps);
     let rate = (s1_rate * 0.3).max(100.0);
@@ -1598,6 +1670,41 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     let slowest = iso.iter().map(|&i| b.runs[i].max_us()).max().unwrap_or(0);
     push(
         "S6 CheckFeatures during provisioning: slowest call".into(),
+        fmt_us(us(slowest)),
+        String::new(),
+        None,
+        "< 100 ms",
+        Some(slowest < 100_000),
+        false,
+    );
+
+    let x = b.ratio(&login, &b4v, rps);
+    push(
+        format!("Login vs B4 bare bcrypt::verify (cost {cost}, {k} slot(s)): per s"),
+        fmt_rate(b.med(&login, rps)),
+        fmt_rate(b.med(&b4v, rps)),
+        Some(x),
+        "≥ 0.90",
+        Some(x.0 >= 0.9),
+        false,
+    );
+    let x = b.ratio(&login_iso, &iso_solo, rps);
+    push(
+        "CheckFeatures during logins vs alone: req/s".into(),
+        fmt_rate(b.med(&login_iso, rps)),
+        fmt_rate(b.med(&iso_solo, rps)),
+        Some(x),
+        "≥ 0.45",
+        Some(x.0 >= 0.45),
+        false,
+    );
+    let slowest = login_iso
+        .iter()
+        .map(|&i| b.runs[i].max_us())
+        .max()
+        .unwrap_or(0);
+    push(
+        "CheckFeatures during logins: slowest call".into(),
         fmt_us(us(slowest)),
         String::new(),
         None,

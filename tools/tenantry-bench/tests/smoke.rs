@@ -38,12 +38,15 @@ fn smoke_runs_every_scenario_and_checks_statement_counts() {
         "B4 bare bcrypt::hash",
         "S6 ProvisionTenant",
         "S6 CheckFeatures during provisioning",
+        "B4 bare bcrypt::verify",
+        "S6 Login, 2× the hashing slots",
+        "S6 CheckFeatures during logins",
         "S1 CheckFeatures, open loop",
     ] {
         assert!(stdout.contains(label), "no run {label:?} in\n{stdout}");
     }
     assert!(
-        stdout.contains("smoke: 28 runs, all completed, statement counts as designed"),
+        stdout.contains("smoke: 32 runs, all completed, statement counts as designed"),
         "{stdout}"
     );
     // The structural rows were judged, and passed.
