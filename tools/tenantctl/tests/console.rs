@@ -9,6 +9,9 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod support;
+use support::{Cleanup, free_addrs};
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -98,65 +101,6 @@ fn build_console(src: &Path) {
             args.join(" "),
             started.elapsed().as_millis()
         );
-    }
-}
-
-/// Three free ports on 127.0.0.1 (bound, read, released).
-fn free_addrs() -> [String; 3] {
-    let listeners: Vec<std::net::TcpListener> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
-    addrs.try_into().unwrap()
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-        !s.lines()
-            .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
-    })
-}
-
-/// Stops whatever is left if the test fails half-way, and removes the data folder.
-struct Cleanup {
-    data_dir: PathBuf,
-    tenantctl: Option<i32>,
-    services: Vec<i32>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(pid) = self.tenantctl {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
-            for _ in 0..300 {
-                if !alive(pid) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        for pid in &self.services {
-            if alive(*pid) {
-                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-            }
-        }
-        let pgdata = self.data_dir.join("postgres/pgdata");
-        if pgdata.join("postmaster.pid").exists() {
-            let _ = std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--", "pg_ctl", "-D"])
-                .arg(&pgdata)
-                .args(["-m", "immediate", "stop"])
-                .output();
-            let _ = std::process::Command::new("pg_ctl")
-                .arg("-D")
-                .arg(&pgdata)
-                .args(["-m", "immediate", "stop"])
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
