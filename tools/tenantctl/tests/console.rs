@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod support;
-use support::{Cleanup, free_addrs};
+use support::{Up, spawn_up};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,8 +22,8 @@ use tenantry_auth::{AuthConfig, OrgRole, Signer};
 use tenantry_proto::admin::v1 as admin;
 use tenantry_proto::common::v1::{Feature, FeatureSource, OrgRole as PbOrgRole, SubscriptionTier};
 use tenantry_proto::settings::v1 as settings;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
 use tonic::transport::Channel;
 
 fn console_src() -> PathBuf {
@@ -189,35 +189,18 @@ async fn the_console_runs_the_whole_flow_in_chromium() {
     .unwrap();
 
     let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let data_dir = std::env::temp_dir().join(format!("tenantctl-console-test-{run}"));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let mut cleanup = Cleanup {
-        data_dir: data_dir.clone(),
-        tenantctl: None,
-        services: Vec::new(),
-    };
-    let err_log = data_dir.join("tenantctl.err.log");
-    let [admin_addr, settings_addr, provisioning_addr] = free_addrs();
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_tenantctl"))
-        .arg("up")
-        .env_remove("DATABASE_URL")
-        .env_remove("DATABASE_ADMIN_URL")
-        .env_remove("TENANTRY_JWT_SECRET")
-        .env_remove("TENANTRY_CONSOLE_DIR")
-        .env_remove("TENANTRY_CORS_ORIGINS")
-        .env("TENANTRY_DATA_DIR", &data_dir)
-        .env("TENANT_ADMIN_ADDR", &admin_addr)
-        .env("TENANT_SETTINGS_ADDR", &settings_addr)
-        .env("PROVISIONING_ADDR", &provisioning_addr)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&err_log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = i32::try_from(child.id().unwrap()).unwrap();
-    cleanup.tenantctl = Some(pid);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let Up {
+        mut cleanup,
+        mut child,
+        mut lines,
+        data_dir,
+        err_log,
+        addrs: [admin_addr, settings_addr, provisioning_addr],
+    } = spawn_up(
+        "tenantctl-console-test",
+        &["TENANTRY_CONSOLE_DIR", "TENANTRY_CORS_ORIGINS"],
+    );
+    let pid = cleanup.tenantctl.unwrap();
     let banner = tokio::time::timeout(Duration::from_secs(180), read_banner(&mut lines, &err_log))
         .await
         .unwrap_or_else(|_| {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod support;
-use support::{Cleanup, alive, free_addrs};
+use support::{Up, alive, spawn_up};
 
 use std::path::Path;
 use std::process::Stdio;
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
 
 /// VmRSS of `pid`, in kB.
 fn rss_kb(pid: i32) -> u64 {
@@ -81,37 +81,15 @@ async fn up_serves_the_printed_commands_and_stops_on_ctrl_c() {
     )))
     .unwrap();
 
-    let data_dir = std::env::temp_dir().join(format!(
-        "tenantctl-up-test-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let mut cleanup = Cleanup {
-        data_dir: data_dir.clone(),
-        tenantctl: None,
-        services: Vec::new(),
-    };
-    let err_log = data_dir.join("tenantctl.err.log");
-    let [admin, settings, provisioning] = free_addrs();
-
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_tenantctl"))
-        .arg("up")
-        .env_remove("DATABASE_URL")
-        .env_remove("DATABASE_ADMIN_URL")
-        .env_remove("TENANTRY_JWT_SECRET")
-        .env("TENANTRY_DATA_DIR", &data_dir)
-        .env("TENANT_ADMIN_ADDR", &admin)
-        .env("TENANT_SETTINGS_ADDR", &settings)
-        .env("PROVISIONING_ADDR", &provisioning)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&err_log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = i32::try_from(child.id().unwrap()).unwrap();
-    cleanup.tenantctl = Some(pid);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let Up {
+        mut cleanup,
+        mut child,
+        mut lines,
+        data_dir,
+        err_log,
+        addrs: [admin, settings, provisioning],
+    } = spawn_up("tenantctl-up-test", &[]);
+    let pid = cleanup.tenantctl.unwrap();
 
     let banner = tokio::time::timeout(Duration::from_secs(120), read_banner(&mut lines, &err_log))
         .await
@@ -123,6 +101,15 @@ async fn up_serves_the_printed_commands_and_stops_on_ctrl_c() {
         });
     cleanup.services = banner.pids.iter().map(|(_, p)| *p).collect();
     let out = banner.all.join("\n");
+    // Each service listens where it was told to, and says so.
+    for (name, addr) in [
+        ("tenant-admin", &admin),
+        ("tenant-settings", &settings),
+        ("provisioning", &provisioning),
+    ] {
+        assert!(out.contains(&format!("{name}: pid ")), "{out}");
+        assert!(out.contains(addr.as_str()), "{addr} not in\n{out}");
+    }
     let ready_ms = banner
         .ready_ms
         .unwrap_or_else(|| panic!("no ready line:\n{out}"));

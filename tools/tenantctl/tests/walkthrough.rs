@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod support;
-use support::{Cleanup, free_addrs};
+use support::{Up, spawn_up};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,8 +19,8 @@ use nix::unistd::Pid;
 use tenantry_db::diesel;
 use tenantry_db::diesel::sql_types::BigInt;
 use tenantry_db::diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
-use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
 
 /// How long the whole page may take (it takes a few seconds).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -224,35 +224,14 @@ async fn every_command_of_the_operator_walkthrough_works() {
     )
     .unwrap();
 
-    let data_dir = std::env::temp_dir().join(format!(
-        "tenantctl-walkthrough-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let mut cleanup = Cleanup {
-        data_dir: data_dir.clone(),
-        tenantctl: None,
-        services: Vec::new(),
-    };
-    let err_log = data_dir.join("tenantctl.err.log");
-    let [admin, settings, provisioning] = free_addrs();
-    let mut up: Child = Command::new(&tenantctl)
-        .arg("up")
-        .env_remove("DATABASE_URL")
-        .env_remove("DATABASE_ADMIN_URL")
-        .env_remove("TENANTRY_JWT_SECRET")
-        .env("TENANTRY_DATA_DIR", &data_dir)
-        .env("TENANT_ADMIN_ADDR", &admin)
-        .env("TENANT_SETTINGS_ADDR", &settings)
-        .env("PROVISIONING_ADDR", &provisioning)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&err_log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    cleanup.tenantctl = Some(i32::try_from(up.id().unwrap()).unwrap());
-    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let Up {
+        mut cleanup,
+        child: mut up,
+        mut lines,
+        data_dir,
+        err_log,
+        addrs: [admin, settings, provisioning],
+    } = spawn_up("tenantctl-walkthrough", &[]);
     cleanup.services =
         tokio::time::timeout(Duration::from_secs(120), wait_ready(&mut lines, &err_log))
             .await

@@ -1342,19 +1342,46 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         });
     };
     let p = |q: f64| move |r: &Run| us(r.pct_us(q));
+    // A scenario's median rate (or p99) against its baseline's, as a ratio with a bound.
+    macro_rules! rate_bar {
+        ($label:expr, $a:expr, $base:expr, $target:expr, $min:expr) => {{
+            let x = b.ratio($a, $base, Run::rps);
+            push(
+                $label.into(),
+                fmt_rate(b.med($a, Run::rps)),
+                fmt_rate(b.med($base, Run::rps)),
+                Some(x),
+                $target,
+                Some(x.0 >= $min),
+                false,
+            );
+        }};
+    }
+    macro_rules! p99_bar {
+        ($label:expr, $a:expr, $base:expr, $target:expr, $max:expr) => {{
+            let p99 = |r: &Run| us(r.pct_us(0.99));
+            let x = b.ratio($a, $base, p99);
+            push(
+                $label.into(),
+                fmt_us(b.med($a, p99)),
+                fmt_us(b.med($base, p99)),
+                Some(x),
+                $target,
+                Some(x.0 <= $max),
+                false,
+            );
+        }};
+    }
     let rps = Run::rps;
     let cpu = |r: &Run| r.cpu_us_per_call.unwrap_or(f64::NAN);
     let stm = |r: &Run| r.stmts_per_call.unwrap_or(f64::NAN);
 
-    let x = b.ratio(&s1, &b1, rps);
-    push(
-        "S1 cached CheckFeatures vs B1 echo: req/s".into(),
-        fmt_rate(b.med(&s1, rps)),
-        fmt_rate(b.med(&b1, rps)),
-        Some(x),
+    rate_bar!(
+        "S1 cached CheckFeatures vs B1 echo: req/s",
+        &s1,
+        &b1,
         "≥ 0.80",
-        Some(x.0 >= 0.8),
-        false,
+        0.8
     );
     let x = b.ratio(&s1, &b1, cpu);
     push(
@@ -1366,16 +1393,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         Some(x.0 <= 1.3),
         false,
     );
-    let x = b.ratio(&s1, &b1, p(0.99));
-    push(
-        "S1 vs B1: p99".into(),
-        fmt_us(b.med(&s1, p(0.99))),
-        fmt_us(b.med(&b1, p(0.99))),
-        Some(x),
-        "≤ 1.3",
-        Some(x.0 <= 1.3),
-        false,
-    );
+    p99_bar!("S1 vs B1: p99", &s1, &b1, "≤ 1.3", 1.3);
     let st = b.med(&s1, stm);
     push(
         "S1: DB statements per call".into(),
@@ -1410,15 +1428,12 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         Some(x.0 >= 0.85),
         false,
     );
-    let x = b.ratio(&s2, &b2, rps);
-    push(
-        "S2 GetTenant vs B2 bare driver: req/s".into(),
-        fmt_rate(b.med(&s2, rps)),
-        fmt_rate(b.med(&b2, rps)),
-        Some(x),
+    rate_bar!(
+        "S2 GetTenant vs B2 bare driver: req/s",
+        &s2,
+        &b2,
         "≥ 0.70",
-        Some(x.0 >= 0.7),
-        false,
+        0.7
     );
     let st = b.med(&s2, stm);
     push(
@@ -1463,16 +1478,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         Some(t <= 10.0),
         false,
     );
-    let x = b.ratio(&s8, &s2, rps);
-    push(
-        "S8 throughput vs S2 (no collapse)".into(),
-        fmt_rate(b.med(&s8, rps)),
-        fmt_rate(b.med(&s2, rps)),
-        Some(x),
-        "≥ 0.90",
-        Some(x.0 >= 0.9),
-        false,
-    );
+    rate_bar!("S8 throughput vs S2 (no collapse)", &s8, &s2, "≥ 0.90", 0.9);
     let r64 = &b.runs[s8_64];
     push(
         "S8 64 connections × 1: p99.9 ÷ p50".into(),
@@ -1518,15 +1524,12 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         Some(x.0 <= 1.3),
         false,
     );
-    let x = b.ratio(&s4_deep, &b6, rps);
-    push(
+    rate_bar!(
         format!("S4 page {} vs B6 bare keyset read: req/s", args.page),
-        fmt_rate(b.med(&s4_deep, rps)),
-        fmt_rate(b.med(&b6, rps)),
-        Some(x),
+        &s4_deep,
+        &b6,
         "≥ 0.60",
-        Some(x.0 >= 0.6),
-        false,
+        0.6
     );
     let x = b.ratio(&s4_deep, &b6c, rps);
     push(
@@ -1552,26 +1555,14 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         true,
     );
 
-    let x = b.ratio(&s5, &b5, rps);
-    push(
+    rate_bar!(
         format!("S5 UpdateTenant vs B5 bare UPDATE ({pool} in flight): req/s"),
-        fmt_rate(b.med(&s5, rps)),
-        fmt_rate(b.med(&b5, rps)),
-        Some(x),
+        &s5,
+        &b5,
         "≥ 0.80",
-        Some(x.0 >= 0.8),
-        false,
+        0.8
     );
-    let x = b.ratio(&s5, &b5, p(0.99));
-    push(
-        "S5 vs B5: p99".into(),
-        fmt_us(b.med(&s5, p(0.99))),
-        fmt_us(b.med(&b5, p(0.99))),
-        Some(x),
-        "≤ 2.0",
-        Some(x.0 <= 2.0),
-        false,
-    );
+    p99_bar!("S5 vs B5: p99", &s5, &b5, "≤ 2.0", 2.0);
     let st = b.med(&s5, stm);
     push(
         "S5 UpdateTenant: DB statements per call".into(),
@@ -1583,26 +1574,14 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         false,
     );
 
-    let x = b.ratio(&s3, &b1, rps);
-    push(
-        "S3 realistic mix vs B1 echo: req/s".into(),
-        fmt_rate(b.med(&s3, rps)),
-        fmt_rate(b.med(&b1, rps)),
-        Some(x),
+    rate_bar!(
+        "S3 realistic mix vs B1 echo: req/s",
+        &s3,
+        &b1,
         "≥ 0.70",
-        Some(x.0 >= 0.7),
-        false,
+        0.7
     );
-    let x = b.ratio(&s3, &s1, p(0.99));
-    push(
-        "S3 mix p99 vs S1 p99".into(),
-        fmt_us(b.med(&s3, p(0.99))),
-        fmt_us(b.med(&s1, p(0.99))),
-        Some(x),
-        "≤ 2.0",
-        Some(x.0 <= 2.0),
-        false,
-    );
+    p99_bar!("S3 mix p99 vs S1 p99", &s3, &s1, "≤ 2.0", 2.0);
     let prop99 = us(propagation.value_at_quantile(0.99));
     push(
         format!(
@@ -1626,15 +1605,12 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         true,
     );
 
-    let x = b.ratio(&s6, &b4, rps);
-    push(
+    rate_bar!(
         format!("S6 ProvisionTenant vs B4 bare bcrypt (cost {cost}, {k} slot(s)): per s"),
-        fmt_rate(b.med(&s6, rps)),
-        fmt_rate(b.med(&b4, rps)),
-        Some(x),
+        &s6,
+        &b4,
         "≥ 0.90",
-        Some(x.0 >= 0.9),
-        false,
+        0.9
     );
     let hash_p50 = us(b.runs[b4_k[0]].pct_us(0.5));
     let prov_p50 = us(b.runs[s6_k[0]].pct_us(0.5));
@@ -1647,25 +1623,19 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         Some(prov_p50 <= hash_p50 + 30_000.0),
         false,
     );
-    let x = b.ratio(&iso, &iso_solo, rps);
-    push(
-        "S6 CheckFeatures during provisioning vs alone: req/s".into(),
-        fmt_rate(b.med(&iso, rps)),
-        fmt_rate(b.med(&iso_solo, rps)),
-        Some(x),
+    rate_bar!(
+        "S6 CheckFeatures during provisioning vs alone: req/s",
+        &iso,
+        &iso_solo,
         "≥ 0.45",
-        Some(x.0 >= 0.45),
-        false,
+        0.45
     );
-    let x = b.ratio(&iso, &iso_solo, p(0.99));
-    push(
-        "S6 CheckFeatures during provisioning vs alone: p99".into(),
-        fmt_us(b.med(&iso, p(0.99))),
-        fmt_us(b.med(&iso_solo, p(0.99))),
-        Some(x),
+    p99_bar!(
+        "S6 CheckFeatures during provisioning vs alone: p99",
+        &iso,
+        &iso_solo,
         "≤ 2.0",
-        Some(x.0 <= 2.0),
-        false,
+        2.0
     );
     let slowest = iso.iter().map(|&i| b.runs[i].max_us()).max().unwrap_or(0);
     push(
@@ -1678,25 +1648,19 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         false,
     );
 
-    let x = b.ratio(&login, &b4v, rps);
-    push(
+    rate_bar!(
         format!("Login vs B4 bare bcrypt::verify (cost {cost}, {k} slot(s)): per s"),
-        fmt_rate(b.med(&login, rps)),
-        fmt_rate(b.med(&b4v, rps)),
-        Some(x),
+        &login,
+        &b4v,
         "≥ 0.90",
-        Some(x.0 >= 0.9),
-        false,
+        0.9
     );
-    let x = b.ratio(&login_iso, &iso_solo, rps);
-    push(
-        "CheckFeatures during logins vs alone: req/s".into(),
-        fmt_rate(b.med(&login_iso, rps)),
-        fmt_rate(b.med(&iso_solo, rps)),
-        Some(x),
+    rate_bar!(
+        "CheckFeatures during logins vs alone: req/s",
+        &login_iso,
+        &iso_solo,
         "≥ 0.45",
-        Some(x.0 >= 0.45),
-        false,
+        0.45
     );
     let slowest = login_iso
         .iter()
@@ -1713,15 +1677,12 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         false,
     );
 
-    let x = b.ratio(&s7_web, &s7_native, rps);
-    push(
-        "S7 grpc-web vs native gRPC (64 connections): req/s".into(),
-        fmt_rate(b.med(&s7_web, rps)),
-        fmt_rate(b.med(&s7_native, rps)),
-        Some(x),
+    rate_bar!(
+        "S7 grpc-web vs native gRPC (64 connections): req/s",
+        &s7_web,
+        &s7_native,
         "≥ 0.90",
-        Some(x.0 >= 0.9),
-        false,
+        0.9
     );
 
     let o = &b.runs[open];

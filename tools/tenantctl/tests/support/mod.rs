@@ -67,3 +67,65 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
+
+/// A `tenantctl up` started by a test: its output, where it logs, its addresses, and the
+/// clean-up that stops it.
+pub(crate) struct Up {
+    /// Declared first so that it is dropped last (after the child handle).
+    pub(crate) cleanup: Cleanup,
+    pub(crate) child: tokio::process::Child,
+    pub(crate) lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) err_log: PathBuf,
+    /// tenant-admin, tenant-settings, provisioning.
+    pub(crate) addrs: [String; 3],
+}
+
+/// Starts the real `tenantctl up` on free ports with a fresh data folder
+/// (`<temp>/<prefix>-<random>`), on its private Postgres (no `DATABASE_URL`), a generated
+/// secret, and without the variables named in `unset`.
+pub(crate) fn spawn_up(prefix: &str, unset: &[&str]) -> Up {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let data_dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let mut cleanup = Cleanup {
+        data_dir: data_dir.clone(),
+        tenantctl: None,
+        services: Vec::new(),
+    };
+    let err_log = data_dir.join("tenantctl.err.log");
+    let addrs = free_addrs();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantctl"));
+    cmd.arg("up");
+    for var in ["DATABASE_URL", "DATABASE_ADMIN_URL", "TENANTRY_JWT_SECRET"]
+        .iter()
+        .chain(unset)
+    {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .env("TENANTRY_DATA_DIR", &data_dir)
+        .env("TENANT_ADMIN_ADDR", &addrs[0])
+        .env("TENANT_SETTINGS_ADDR", &addrs[1])
+        .env("PROVISIONING_ADDR", &addrs[2])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err_log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    cleanup.tenantctl = Some(i32::try_from(child.id().unwrap()).unwrap());
+    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    Up {
+        cleanup,
+        child,
+        lines,
+        data_dir,
+        err_log,
+        addrs,
+    }
+}
