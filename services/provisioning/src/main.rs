@@ -1,7 +1,8 @@
 //! provisioning: reads its configuration, starts tracing, serves.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tenantry_runtime::telemetry::init();
-    provisioning::run(provisioning::Config::from_env()?).await
+    // One worker per core, or TENANTRY_WORKER_THREADS (1: a current-thread runtime).
+    let runtime = tenantry_runtime::rt::from_env()?;
+    runtime.block_on(async { provisioning::run(provisioning::Config::from_env()?).await })
 }

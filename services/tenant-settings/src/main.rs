@@ -1,7 +1,8 @@
 //! tenant-settings: reads its configuration, starts tracing, serves.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tenantry_runtime::telemetry::init();
-    tenant_settings::run(tenant_settings::Config::from_env()?).await
+    // One worker per core, or TENANTRY_WORKER_THREADS (1: a current-thread runtime).
+    let runtime = tenantry_runtime::rt::from_env()?;
+    runtime.block_on(async { tenant_settings::run(tenant_settings::Config::from_env()?).await })
 }

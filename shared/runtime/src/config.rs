@@ -18,6 +18,7 @@
 //! | `TENANTRY_CORS_ORIGINS` | empty | comma-separated origins allowed to call over grpc-web |
 //! | `TENANTRY_SELF_SERVE_SIGNUP` | `false` | lets anyone call `CreateOrganization` |
 //! | `TENANTRY_SHUTDOWN_GRACE_SECS` | 10 | how long in-flight calls may drain on shutdown |
+//! | `TENANTRY_WORKER_THREADS` | one per core | tokio workers; `1`: a current-thread runtime ([`crate::rt`]) |
 //! | `LOG_FORMAT` | `text` | `json` for JSON lines |
 //! | `RUST_LOG` | `info` | tracing filter |
 

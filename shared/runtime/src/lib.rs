@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod rt;
 pub mod server;
 pub mod telemetry;
 

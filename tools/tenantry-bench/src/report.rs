@@ -61,12 +61,19 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
         s,
         "- Layout: each service and the echo server in a process of its own (the bench binary \
          re-executed as `__serve <name>`, configured by environment like a deployment, \
-         `DATABASE_POOL_SIZE={}`, `TENANTRY_BCRYPT_COST={}`); a private Postgres 15 \
+         `DATABASE_POOL_SIZE={}`, `TENANTRY_BCRYPT_COST={}`, `TENANTRY_WORKER_THREADS={}`: \
+         {}); a private Postgres 15 \
          (durable: fsync and synchronous commit on) with `pg_stat_statements`; the load \
          generator on {} tokio worker(s). Everything shares the same {cpus} cores (the shared \
          layout of the reference).\n",
         args.pool_size,
         args.bcrypt_cost.unwrap_or(12),
+        args.worker_threads,
+        if args.worker_threads == 1 {
+            "a current-thread runtime per process"
+        } else {
+            "that many tokio workers per process"
+        },
         args.client_threads
     );
     if let Some(p) = plot {

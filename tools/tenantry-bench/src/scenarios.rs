@@ -120,9 +120,16 @@ struct Bench<'a> {
     procs: Vec<Proc>,
     runs: Vec<Run>,
     peak: Vec<(&'static str, u64)>,
+    /// The group of scenarios being run is not among `--only`: measure nothing.
+    skip: bool,
 }
 
 impl Bench<'_> {
+    /// Starts a group of scenarios; with `--only`, the runs of a group not listed are skipped.
+    fn group(&mut self, name: &str) {
+        self.skip = !self.args.only.is_empty() && !self.args.only.iter().any(|o| o == name);
+    }
+
     fn base_load(&self) -> Load {
         Load {
             in_flight: self.args.in_flight,
@@ -151,6 +158,22 @@ impl Bench<'_> {
         cpu_of: &'static str,
         fut: impl Future<Output = Vec<Run>>,
     ) -> Result<usize> {
+        if self.skip {
+            drop(fut);
+            self.runs.push(Run {
+                label: "skipped".into(),
+                calls: 0,
+                errors: 0,
+                first_error: None,
+                issued: 0,
+                window: Duration::from_secs(1),
+                hist: crate::load::new_hist(),
+                stmts_per_call: None,
+                cpu_us_per_call: None,
+                cpu_of: None,
+            });
+            return Ok(self.runs.len() - 1);
+        }
         let s0 = self.client.block_on(self.db.statements())?;
         let c0 = self.cpu_ticks(cpu_of);
         let mut runs = self.client.block_on(fut);
@@ -308,6 +331,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             pool_size: pool,
             bcrypt_cost: cost,
             data_dir: &data_dir,
+            worker_threads: args.worker_threads,
         };
         for name in ["tenant-settings", "tenant-admin", "provisioning"] {
             procs.push(client.block_on(spawn.start(name, &[]))?);
@@ -348,6 +372,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             pool_size: pool,
             bcrypt_cost: cost,
             data_dir: &data_dir,
+            worker_threads: args.worker_threads,
         };
         procs.push(client.block_on(spawn.start("echo", &[addrs.echo.to_string(), echo_answer]))?);
     }
@@ -363,6 +388,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         procs,
         runs: Vec::new(),
         peak: Vec::new(),
+        skip: false,
     };
     let load = b.base_load();
     let reps = args.reps;
@@ -469,6 +495,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         "\n== S1 cached read vs B1 echo ({} in flight over {conns} connections)",
         load.in_flight
     );
+    b.group("s1");
     let (b1, s1) = b.pairs(
         reps,
         ("echo", || {
@@ -488,6 +515,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     )?;
 
     // --- S7: grpc-web vs native, 64 connections, one call each --------------------------------
+    b.group("s7");
     println!("\n== S7 grpc-web (HTTP/1.1) vs native gRPC, 64 connections");
     let web = {
         let hot = Arc::clone(&hot);
@@ -543,6 +571,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     )?;
 
     // --- S9: one call at a time ---------------------------------------------------------------
+    b.group("s9");
     println!("\n== S9 one call in flight");
     let one = load.with_in_flight(1);
     let (b1_seq, s1_seq) = b.pairs(
@@ -636,6 +665,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             }
         }
     };
+    b.group("s2");
     let mut b2 = Vec::new();
     let mut b3 = Vec::new();
     let mut s2 = Vec::new();
@@ -853,6 +883,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             }
         }
     };
+    b.group("s4");
     let mut s4_first = Vec::new();
     let mut s4_deep = Vec::new();
     let mut b6 = Vec::new();
@@ -956,6 +987,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             async move { c.update_tenant(r).await.map(drop).map_err(err) }
         }
     };
+    b.group("s5");
     let (b5, s5) = b.pairs(
         reps,
         ("bench", || {
@@ -1077,6 +1109,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             }
         }
     };
+    b.group("s3");
     let mut s3 = Vec::new();
     let mut propagation = crate::load::new_hist();
     let mut probe_errors = Vec::new();
@@ -1162,6 +1195,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     };
     let sat = load.with_in_flight(2 * k);
     let at_k = load.with_in_flight(k);
+    b.group("s6");
     let (b4, s6) = b.pairs(
         reps,
         ("bench", || {
@@ -1275,6 +1309,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             }
         }
     };
+    b.group("login");
     let (b4v, login) = b.pairs(
         reps,
         ("bench", || {
@@ -1306,6 +1341,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     let s1_rate = b.med(&s1, Run::rps);
     let rate = (s1_rate * 0.3).max(100.0);
     println!("\n== open loop: CheckFeatures at {rate:.0}/s (0.3× the closed-loop rate)");
+    b.group("open");
     let open = b.measure("tenant-settings", {
         let call = check_call(settings_ch.clone());
         open_loop(
@@ -1318,6 +1354,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         )
     })?;
 
+    b.skip = false;
     // --- Judgement -----------------------------------------------------------------------------
     let mut rows = Vec::new();
     let mut push = |scenario: String,

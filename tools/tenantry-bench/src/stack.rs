@@ -234,6 +234,8 @@ pub(crate) struct Spawn<'a> {
     pub(crate) pool_size: u32,
     pub(crate) bcrypt_cost: u32,
     pub(crate) data_dir: &'a Path,
+    /// `TENANTRY_WORKER_THREADS` of every served process, the echo's included.
+    pub(crate) worker_threads: u16,
 }
 
 impl Spawn<'_> {
@@ -257,6 +259,7 @@ impl Spawn<'_> {
             .env("RUST_LOG", "warn")
             .env("DATABASE_URL", &self.db.app_url)
             .env("DATABASE_POOL_SIZE", self.pool_size.to_string())
+            .env("TENANTRY_WORKER_THREADS", self.worker_threads.to_string())
             .env("TENANTRY_JWT_SECRET", tenantry_testing::TEST_JWT_SECRET)
             .env("TENANTRY_SECRETS_KEY", tenantry_testing::TEST_SECRETS_KEY)
             .env("TENANTRY_BCRYPT_COST", self.bcrypt_cost.to_string())
