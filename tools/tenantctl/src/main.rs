@@ -110,9 +110,14 @@ pub(crate) enum ServiceArg {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // A service runs on the runtime its own binary would build (TENANTRY_WORKER_THREADS).
+    let runtime = if matches!(cli.command, Command::Serve { .. }) {
+        tenantry_runtime::rt::from_env()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,

@@ -193,6 +193,12 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .env("TENANTRY_JWT_SECRET", secret.expose_secret())
                 // provisioning keeps welcome e-mails (.eml, without SMTP) and backups here.
                 .env("TENANTRY_DATA_DIR", &data_dir)
+                // Three services and Postgres on one machine: one thread each, unless the
+                // caller sized them.
+                .env(
+                    "TENANTRY_WORKER_THREADS",
+                    std::env::var("TENANTRY_WORKER_THREADS").unwrap_or_else(|_| "1".into()),
+                )
                 .env("TENANT_ADMIN_ADDR", &args.admin_addr)
                 .env("TENANT_SETTINGS_ADDR", &args.settings_addr)
                 .env("PROVISIONING_ADDR", &args.provisioning_addr)
