@@ -15,6 +15,7 @@ pub mod console;
 mod convert;
 mod passwords;
 mod tenant_access;
+mod totals;
 mod trial;
 mod validate;
 
@@ -227,6 +228,7 @@ pub async fn serve_with_console(
             hash_concurrency(),
         )),
         config: Arc::new(config.clone()),
+        totals: Arc::default(),
     };
     let sweeper = tokio::spawn(trial::run(state.pool.clone(), tuning.trial_sweep_interval));
     let snapshots = tokio::spawn(api::orgs::snapshots::run(

@@ -670,6 +670,46 @@ async fn total_size_is_counted_when_a_listing_starts_and_carried_by_its_tokens()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_total_is_reused_for_a_second_unless_this_replica_wrote() {
+    let s = Suite::start().await;
+    let mut c = client(&s).await;
+    create(&mut c, "c-one").await;
+    let total = |c: &TenantAdminServiceClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            c.list_tenants(sa(pb::ListTenantsRequest::default()))
+                .await
+                .unwrap()
+                .into_inner()
+                .total_size
+        }
+    };
+    assert_eq!(total(&c).await, 1);
+    // Another replica's write (straight to the database): the count of the last second stands.
+    exec(
+        &s,
+        "UPDATE organizations SET is_active = false WHERE slug = 'c-one'",
+    )
+    .await;
+    assert_eq!(total(&c).await, 1, "reused within the second");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(total(&c).await, 0, "counted again after a second");
+    // A write through this replica shows at once.
+    create(&mut c, "c-two").await;
+    assert_eq!(total(&c).await, 1);
+    // Other filters are counted on their own.
+    let all = c
+        .list_tenants(sa(pb::ListTenantsRequest {
+            active_only: Some(false),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.total_size, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn get_finds_a_tenant_and_answers_not_found_otherwise() {
     let s = Suite::start().await;
     let mut c = client(&s).await;

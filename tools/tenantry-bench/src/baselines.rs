@@ -1,7 +1,7 @@
 //! The baselines every run measures next to the scenarios: a bare tonic server answering the
-//! same message as `CheckFeatures` (B1), a prepared point read with tokio-postgres (B2), the same
-//! read through the services' own pool (B3), bare bcrypt (B4), a bare single-row write (B5) and
-//! a bare 50-row keyset range read (B6).
+//! same message as `CheckFeatures` (B1), a prepared point read with tokio-postgres (B2),
+//! GetTenant's statement through the services' own pool (B3), bare bcrypt (B4), a bare
+//! single-row write (B5) and a bare 50-row keyset range read (B6).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -106,7 +106,7 @@ pub(crate) async fn pg_client(url: &str) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// The point read of B2 (and, through diesel, of B3): one tenant row by primary key.
+/// The point read of B2: one tenant row by primary key.
 pub(crate) const POINT_READ: &str = "SELECT * FROM organizations WHERE id = $1::text::uuid";
 /// The single-row write of B5 (autocommit: its own transaction).
 pub(crate) const WRITE: &str =

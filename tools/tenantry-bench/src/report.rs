@@ -190,8 +190,10 @@ and answer check): only the server differs.
 - **S1**: `CheckFeatures` (all 15 features) with a `service` token, tenant drawn Zipf(1) among \
 the hot tenants, every one of which was read once before (warm cache).
 - **B2**: tokio-postgres, prepared `SELECT * FROM organizations WHERE id = $1`, as many held \
-connections as the services' pool, superuser (no RLS). **B3**: the same row through \
-`tenantry_db::connect` (the services' bb8 + diesel-async pool settings) and the model's `find`. \
+connections as the services' pool, superuser (no RLS). **B3**: GetTenant's own statement \
+(`organization::find_with_locale`: the row joined with its locale settings) as the services' role \
+through `tenantry_db::connect_platform` (the services' bb8 + diesel-async pool settings, a \
+platform-mode session like tenant-admin's): the database work of S2 without the gRPC hop. \
 **S2**: `GetTenant` (super admin, BASIC view): one `SELECT` (the row joined with its locale settings) \
 on a platform-mode connection (`tenantry.platform = on` for the session, no transaction) — \
 tenant drawn Zipf(1) among all tenants. Same concurrency for the three (B2 pipelines it over as many \

@@ -632,8 +632,10 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             }
         }
     };
+    // B3 runs GetTenant's own statement (the row and its locale settings) on a pool built
+    // like tenant-admin's platform pool: same role, same session settings, same pool config.
     let b3_call = {
-        let url = b.db.admin_url.clone();
+        let url = b.db.app_url.clone();
         let all = Arc::clone(&all);
         let zipf_all = zipf_all.clone();
         let handle = b.base.handle().clone();
@@ -645,7 +647,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             async move {
                 let mut cfg = tenantry_db::PoolConfig::new(url);
                 cfg.max_size = pool;
-                let p = tenantry_db::connect(&cfg)
+                let p = tenantry_db::connect_platform(&cfg)
                     .await
                     .unwrap_or_else(|e| panic!("pool: {e}"));
                 handle
@@ -654,7 +656,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
                         let id: Uuid = all[zipf_all.sample()].parse().unwrap_or_default();
                         async move {
                             let mut conn = p.get().await.map_err(err)?;
-                            tenantry_db::models::organization::find(&mut conn, id)
+                            tenantry_db::models::organization::find_with_locale(&mut conn, id)
                                 .await
                                 .map(drop)
                                 .map_err(err)
@@ -676,7 +678,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         )?);
         b3.push(b.measure(
             "bench",
-            b3_call("B3 point read through the services' pool", load),
+            b3_call("B3 GetTenant's statement through the services' pool", load),
         )?);
         s2.push(b.measure(
             "tenant-admin",

@@ -302,6 +302,7 @@ impl pb::tenant_internal_service_server::TenantInternalService for InternalApi {
                 Ok(updated)
             })
             .await?;
+        self.state.totals.forget();
         Ok(Response::new(pb::MarkTenantVerifiedResponse {
             tenant_id: tenant.to_string(),
             status: convert::status_to_proto(org.status()).into(),

@@ -47,4 +47,6 @@ pub(crate) struct State {
     /// The service configuration.
     #[allow(dead_code, reason = "read by handlers as configuration grows")]
     pub(crate) config: Arc<crate::Config>,
+    /// Recent ListTenants totals (`crate::totals`); tenant writes forget them.
+    pub(crate) totals: Arc<crate::totals::Totals>,
 }

@@ -490,6 +490,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         {
             self.apply_tier(id, tier, &actor).await;
         }
+        self.state.totals.forget();
         Ok(Response::new(response))
     }
 
@@ -556,12 +557,20 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
             .map_err(ApiError::from)?;
             let more = rows.len() as i64 > page_size;
             rows.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
-            // Counted once per listing, on its first page; later pages carry it.
+            // Taken when a listing starts (or reused from the last second) and carried by its
+            // tokens.
             let total = match cursor {
                 Some((_, total)) => total,
-                None => organization::count(conn, &filter)
-                    .await
-                    .map_err(ApiError::from)?,
+                None => match self.state.totals.get(&filters) {
+                    Some(n) => n,
+                    None => {
+                        let n = organization::count(conn, &filter)
+                            .await
+                            .map_err(ApiError::from)?;
+                        self.state.totals.put(filters.clone(), n);
+                        n
+                    }
+                },
             };
             let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
             let locales = locales(conn, &ids).await?;
@@ -832,6 +841,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         if let Some(tier) = tier_changed {
             self.apply_tier(id, tier, &actor).await;
         }
+        self.state.totals.forget();
         Ok(Response::new(pb::UpdateTenantResponse {
             tenant: Some(tenant),
         }))
@@ -990,6 +1000,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 }
             })
             .await?;
+        self.state.totals.forget();
         Ok(Response::new(pb::SuspendTenantResponse {
             tenant: Some(tenant),
         }))
@@ -1035,6 +1046,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 )))
             })
             .await?;
+        self.state.totals.forget();
         Ok(Response::new(pb::ReactivateTenantResponse {
             tenant: Some(tenant),
         }))
@@ -1082,6 +1094,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 )))
             })
             .await?;
+        self.state.totals.forget();
         Ok(Response::new(pb::DeleteTenantResponse {
             tenant: Some(tenant),
             backup_id: String::new(),
@@ -1123,6 +1136,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 )))
             })
             .await?;
+        self.state.totals.forget();
         Ok(Response::new(pb::RestoreTenantResponse {
             tenant: Some(tenant),
         }))
@@ -1199,6 +1213,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
             .provision_tenant(with_actor(forwarded, &actor))
             .await?
             .into_inner();
+        self.state.totals.forget();
         Ok(Response::new(pb::ProvisionTenantResponse {
             tenant_id: r.tenant_id,
             status: r.status,
@@ -1283,6 +1298,7 @@ impl TenantsApi {
             Ok(())
         })
         .await?;
+        self.state.totals.forget();
         Ok(Response::new(pb::DeleteTenantResponse {
             tenant: None,
             backup_id: r.backup_id,
@@ -1296,17 +1312,7 @@ async fn row_with_locale(
     conn: &mut AsyncPgConnection,
     id: Uuid,
 ) -> ApiResult<(Organization, Option<(String, String)>)> {
-    tenantry_db::schema::organizations::table
-        .left_join(
-            tenant_settings::table
-                .on(tenant_settings::organization_id.eq(tenantry_db::schema::organizations::id)),
-        )
-        .filter(tenantry_db::schema::organizations::id.eq(id))
-        .select((
-            Organization::as_select(),
-            (tenant_settings::timezone, tenant_settings::locale).nullable(),
-        ))
-        .first(conn)
+    organization::find_with_locale(conn, id)
         .await
         .map_err(|e| not_found(e, "tenant"))
 }

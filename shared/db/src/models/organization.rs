@@ -507,6 +507,30 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Organiz
         .await
 }
 
+/// Loads a tenant by id with its locale settings (time zone, locale), in one statement: what
+/// GetTenant reads (and the benchmark's pool baseline, so both run the same statement).
+///
+/// # Errors
+///
+/// `NotFound`, or the database error.
+pub async fn find_with_locale(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<(Organization, Option<(String, String)>)> {
+    use crate::schema::tenant_settings;
+    organizations::table
+        .left_join(
+            tenant_settings::table.on(tenant_settings::organization_id.eq(organizations::id)),
+        )
+        .filter(organizations::id.eq(id))
+        .select((
+            Organization::as_select(),
+            (tenant_settings::timezone, tenant_settings::locale).nullable(),
+        ))
+        .first(conn)
+        .await
+}
+
 /// Loads a tenant by id and locks its row until the transaction ends.
 ///
 /// # Errors
