@@ -285,7 +285,7 @@ fn print_run(r: &Run) {
 }
 
 fn range(lo: f64, hi: f64, reps: usize) -> String {
-    if reps > 1 {
+    if reps > 1 && lo.is_finite() && hi.is_finite() {
         format!(" ({lo:.2}–{hi:.2})")
     } else {
         String::new()
@@ -1483,6 +1483,19 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         "1 (platform-mode connection)",
         Some((st - 1.0).abs() < 0.05),
         true,
+    );
+    // Where S2's time goes: tenant-admin's CPU per call against its two parts measured alone,
+    // the pool read (B3, in-process) and a bare tonic server answering a call (B1).
+    let (ta, b3c, b1c) = (b.med(&s2, cpu), b.med(&b3, cpu), b.med(&b1, cpu));
+    push(
+        "S2 GetTenant: tenant-admin CPU per call vs B3 (the read alone) + B1 (a bare gRPC server)"
+            .into(),
+        format!("{ta:.1} µs"),
+        format!("{b3c:.1} + {b1c:.1} µs"),
+        Some((ratio(ta, b3c + b1c), f64::NAN, f64::NAN)),
+        "(info)",
+        None,
+        false,
     );
     let d = b.med(&s2_seq, p(0.5)) - b.med(&b2_seq, p(0.5));
     push(

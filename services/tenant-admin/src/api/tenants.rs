@@ -796,26 +796,35 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         let locale = has("locale").then_some(t.locale.as_str());
         let method = action(SERVICE, "UpdateTenant");
 
-        let mut conn = self.state.pool.get().await.map_err(ApiError::from)?;
+        // UpdateTenant admits super admins only: a platform-mode connection (no scope
+        // statement). The row is locked and read first only for a tier change, which checks the
+        // new limits against usage; any other change is the UPDATE itself.
+        let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
         let (tenant, tier_changed) = conn
             .transaction::<_, ApiError, _>(async |conn| {
-                set_scope(conn, Scope::Platform).await?;
-                let before = organization::find_for_update(conn, id)
+                let mut previous_tier = None;
+                let mut tier_changed = None;
+                if let Some(tier) = new_tier {
+                    let before = organization::find_for_update(conn, id)
+                        .await
+                        .map_err(|e| not_found(e, "tenant"))?;
+                    if tier != before.tier() {
+                        let limits = tier.limits();
+                        let below = limits.below_usage(&before);
+                        if !below.is_empty() {
+                            return Err(ApiError::FailedPrecondition(format!(
+                                "the {tier} tier's limits are below current usage: {}",
+                                below.join(", ")
+                            )));
+                        }
+                        organization::update_limits(conn, id, &limits).await?;
+                        previous_tier = Some(before.subscription_tier);
+                        tier_changed = Some(tier);
+                    }
+                }
+                let org = organization::update_profile(conn, id, &changes)
                     .await
                     .map_err(|e| not_found(e, "tenant"))?;
-                let tier_changed = new_tier.filter(|t| *t != before.tier());
-                if let Some(tier) = tier_changed {
-                    let limits = tier.limits();
-                    let below = limits.below_usage(&before);
-                    if !below.is_empty() {
-                        return Err(ApiError::FailedPrecondition(format!(
-                            "the {tier} tier's limits are below current usage: {}",
-                            below.join(", ")
-                        )));
-                    }
-                    organization::update_limits(conn, id, &limits).await?;
-                }
-                let org = organization::update_profile(conn, id, &changes).await?;
                 if timezone.is_some() || locale.is_some() {
                     upsert_locale(conn, id, timezone, locale).await?;
                 }
@@ -828,7 +837,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                         id,
                         serde_json::json!({
                             "changed_fields": paths,
-                            "previous_tier": tier_changed.map(|_| before.subscription_tier.clone()),
+                            "previous_tier": previous_tier,
                         }),
                         None,
                     ),
