@@ -252,28 +252,7 @@ pub(crate) fn plot(o: &Outcome, path: &Path) -> Result<()> {
         .fold(f64::INFINITY, f64::min)
         .max(1.0);
     let labels: Vec<String> = runs.iter().map(|r| r.label.clone()).collect();
-    let label_of = |y: &f64| -> String {
-        let i = y.round();
-        if (y - i).abs() > 0.01 || i < 0.0 {
-            return String::new();
-        }
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "small index"
-        )]
-        let i = i as usize;
-        labels
-            .get(i)
-            .map(|l| {
-                let mut l = l.clone();
-                if l.chars().count() > 58 {
-                    l = l.chars().take(56).collect::<String>() + "…";
-                }
-                l
-            })
-            .unwrap_or_default()
-    };
+    let label_of = |y: &f64| row_label(&labels, *y);
     #[expect(clippy::cast_precision_loss, reason = "small")]
     let nf = n as f64;
     {
@@ -352,4 +331,47 @@ pub(crate) fn plot(o: &Outcome, path: &Path) -> Result<()> {
     }
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
+}
+
+/// The label of the plot row at `y`: runs are drawn first on top, so row `y` holds run
+/// `n - 1 - y`; between rows, nothing.
+fn row_label(labels: &[String], y: f64) -> String {
+    let i = y.round();
+    if (y - i).abs() > 0.01 || i < 0.0 {
+        return String::new();
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "small index"
+    )]
+    let i = i as usize;
+    labels
+        .len()
+        .checked_sub(1 + i)
+        .and_then(|run| labels.get(run))
+        .map(|l| {
+            if l.chars().count() > 58 {
+                l.chars().take(56).collect::<String>() + "…"
+            } else {
+                l.clone()
+            }
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_label;
+
+    #[test]
+    fn the_top_row_is_labelled_with_the_first_run() {
+        let labels: Vec<String> = ["first", "second", "third"].map(String::from).to_vec();
+        assert_eq!(row_label(&labels, 2.0), "first");
+        assert_eq!(row_label(&labels, 1.0), "second");
+        assert_eq!(row_label(&labels, 0.0), "third");
+        assert_eq!(row_label(&labels, 0.5), "");
+        assert_eq!(row_label(&labels, 3.0), "");
+        assert_eq!(row_label(&labels, -1.0), "");
+    }
 }
