@@ -26,7 +26,7 @@ fn smoke_runs_every_scenario_and_checks_statement_counts() {
         "S7 CheckFeatures over grpc-web",
         "S9 CheckFeatures cached, 1 in flight",
         "B2 tokio-postgres prepared point read",
-        "B3 point read through the services' pool",
+        "B3 GetTenant's statement through the services' pool",
         "S2 GetTenant",
         "S8 GetTenant at 4× the pool",
         "S4 ListTenants page 1",
