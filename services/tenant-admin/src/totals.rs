@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a count is reused.
@@ -20,6 +21,9 @@ const MAX_ENTRIES: usize = 256;
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
     entries: Mutex<HashMap<String, (i64, Instant)>>,
+    /// Bumped by every [`Totals::forget`]: a count that was being taken meanwhile may predate
+    /// the write, and is not kept.
+    generation: AtomicU64,
 }
 
 impl Totals {
@@ -30,9 +34,18 @@ impl Totals {
         (at.elapsed() < MAX_AGE).then_some(*n)
     }
 
-    /// Remembers the count just taken for `filters`.
-    pub(crate) fn put(&self, filters: String, n: i64) {
+    /// The generation to pass to [`Totals::put`]: read it before counting.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Remembers the count just taken for `filters`, unless a write was forgotten since
+    /// `generation` was read.
+    pub(crate) fn put(&self, filters: String, n: i64, generation: u64) {
         if let Ok(mut entries) = self.entries.lock() {
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
             if entries.len() >= MAX_ENTRIES {
                 entries.retain(|_, (_, at)| at.elapsed() < MAX_AGE);
                 if entries.len() >= MAX_ENTRIES {
@@ -46,6 +59,7 @@ impl Totals {
     /// Forgets every count: a tenant was created, changed or deleted here.
     pub(crate) fn forget(&self) {
         if let Ok(mut entries) = self.entries.lock() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             entries.clear();
         }
     }
@@ -59,21 +73,33 @@ mod tests {
     fn a_count_is_reused_for_its_filters_until_forgotten_or_old() {
         let t = Totals::default();
         assert_eq!(t.get("a"), None);
-        t.put("a".into(), 7);
+        t.put("a".into(), 7, t.generation());
         assert_eq!(t.get("a"), Some(7));
         assert_eq!(t.get("b"), None, "other filters count on their own");
         t.forget();
         assert_eq!(t.get("a"), None);
-        t.put("a".into(), 8);
+        t.put("a".into(), 8, t.generation());
         std::thread::sleep(MAX_AGE + Duration::from_millis(20));
         assert_eq!(t.get("a"), None, "too old");
+    }
+
+    #[test]
+    fn a_count_taken_across_a_write_is_not_kept() {
+        let t = Totals::default();
+        let before = t.generation();
+        // A tenant is written while the count runs.
+        t.forget();
+        t.put("a".into(), 7, before);
+        assert_eq!(t.get("a"), None);
+        t.put("a".into(), 8, t.generation());
+        assert_eq!(t.get("a"), Some(8));
     }
 
     #[test]
     fn it_stays_bounded() {
         let t = Totals::default();
         for i in 0..(MAX_ENTRIES * 3) {
-            t.put(i.to_string(), 1);
+            t.put(i.to_string(), 1, t.generation());
         }
         assert!(t.entries.lock().map(|e| e.len()).unwrap_or(usize::MAX) <= MAX_ENTRIES);
         assert_eq!(t.get(&(MAX_ENTRIES * 3 - 1).to_string()), Some(1));

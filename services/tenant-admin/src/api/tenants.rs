@@ -564,10 +564,11 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 None => match self.state.totals.get(&filters) {
                     Some(n) => n,
                     None => {
+                        let generation = self.state.totals.generation();
                         let n = organization::count(conn, &filter)
                             .await
                             .map_err(ApiError::from)?;
-                        self.state.totals.put(filters.clone(), n);
+                        self.state.totals.put(filters.clone(), n, generation);
                         n
                     }
                 },
