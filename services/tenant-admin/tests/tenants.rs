@@ -790,6 +790,91 @@ async fn get_finds_a_tenant_and_answers_not_found_otherwise() {
     assert_eq!(fields(&err), vec!["tenant_id".to_owned()]);
 }
 
+/// The platform-mode backends of GetTenant's shared connections in the suite's database.
+async fn shared_read_backends(s: &Suite) -> Vec<i32> {
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let mut conn = s.db.admin_conn().await;
+    let pids: Vec<Pid> = diesel::sql_query(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 \
+         ORDER BY pid",
+    )
+    .bind::<diesel::sql_types::Text, _>(&s.db.name)
+    .bind::<diesel::sql_types::Text, _>(tenantry_db::SHARED_READS_APPLICATION_NAME)
+    .load(&mut conn)
+    .await
+    .unwrap();
+    pids.into_iter().map(|p| p.pid).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_pipelines_on_two_shared_connections_and_outlives_their_backends() {
+    let s = Suite::start().await;
+    let mut c = client(&s).await;
+    let t = create(&mut c, "pipelined").await;
+    let get = |c: &TenantAdminServiceClient<Channel>| {
+        let mut c = c.clone();
+        let id = t.tenant_id.clone();
+        async move {
+            c.get_tenant(sa(pb::GetTenantRequest {
+                tenant_id: id,
+                view: pb::TenantView::Basic.into(),
+            }))
+            .await
+            .map(|r| r.into_inner().tenant.unwrap().slug)
+        }
+    };
+    // 64 reads at once: every one answers, over two shared connections (not one per read).
+    let answers = futures::future::join_all((0..64).map(|_| get(&c))).await;
+    for a in &answers {
+        assert_eq!(a.as_ref().unwrap(), "pipelined");
+    }
+    let before = shared_read_backends(&s).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // Their backends are terminated (a restart, a failover, an operator): the next reads open
+    // new connections, and none of them fails.
+    let mut admin = s.db.admin_conn().await;
+    diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = $2",
+    )
+    .bind::<diesel::sql_types::Text, _>(&s.db.name)
+    .bind::<diesel::sql_types::Text, _>(tenantry_db::SHARED_READS_APPLICATION_NAME)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    for _ in 0..100 {
+        let now = shared_read_backends(&s).await;
+        if now.iter().all(|p| !before.contains(p)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..4 {
+        assert_eq!(get(&c).await.unwrap(), "pipelined");
+    }
+    let after = shared_read_backends(&s).await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "{before:?} {after:?}"
+    );
+
+    // A missing tenant on a shared connection is still NOT_FOUND, not a retry or an error.
+    let missing = c
+        .get_tenant(sa(pb::GetTenantRequest {
+            tenant_id: Uuid::new_v4().to_string(),
+            view: pb::TenantView::Basic.into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn update_applies_the_mask_and_a_tier_change_brings_its_limits() {
     let s = Suite::start().await;

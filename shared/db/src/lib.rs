@@ -19,7 +19,8 @@ pub mod urls;
 
 pub use migrate::{APP_ROLE, MIGRATIONS, MigrateError, OWNER_ROLE, ensure_database, migrate};
 pub use pool::{
-    PlatformPool, Pool, PoolConfig, PoolError, PooledConn, connect, connect_platform, platform_url,
+    PlatformPool, Pool, PoolConfig, PoolError, PooledConn, SHARED_READS_APPLICATION_NAME, connect,
+    connect_platform, platform_url,
 };
 pub use scope::{Scope, set_scope};
 

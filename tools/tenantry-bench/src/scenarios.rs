@@ -656,7 +656,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
                         let id: Uuid = all[zipf_all.sample()].parse().unwrap_or_default();
                         async move {
                             let mut conn = p.get().await.map_err(err)?;
-                            tenantry_db::models::organization::find_with_locale(&mut conn, id)
+                            tenantry_db::models::organization::find_with_locale(&mut *conn, id)
                                 .await
                                 .map(drop)
                                 .map_err(err)

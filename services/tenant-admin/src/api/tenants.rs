@@ -631,9 +631,19 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
             call.set_timeout(std::time::Duration::from_secs(5));
             client.get_features(call).await
         };
+        // Pipelined on a shared connection with the other reads in flight.
         let row = async {
-            let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
-            row_with_locale(&mut conn, id).await
+            self.state
+                .platform
+                .read(|conn| {
+                    Box::pin(async move {
+                        let mut conn = conn;
+                        organization::find_with_locale(&mut conn, id).await
+                    })
+                })
+                .await
+                .map_err(ApiError::from)?
+                .map_err(|e| not_found(e, "tenant"))
         };
         let (row, features) = tokio::join!(row, features);
         let (org, locale) = row?;
@@ -1315,14 +1325,4 @@ impl TenantsApi {
             deleted_row_counts: r.row_counts,
         }))
     }
-}
-
-/// The tenant row and its locale settings, in one statement.
-async fn row_with_locale(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-) -> ApiResult<(Organization, Option<(String, String)>)> {
-    organization::find_with_locale(conn, id)
-        .await
-        .map_err(|e| not_found(e, "tenant"))
 }
