@@ -226,7 +226,7 @@ pub async fn serve_with_console(
         passwords: Arc::new(passwords::Passwords::new(
             tuning.bcrypt_cost,
             hash_concurrency(),
-        )),
+        )?),
         config: Arc::new(config.clone()),
         totals: Arc::default(),
     };

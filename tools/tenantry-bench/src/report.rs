@@ -193,13 +193,16 @@ the hot tenants, every one of which was read once before (warm cache).
 connections as the services' pool, superuser (no RLS). **B3**: GetTenant's own statement \
 (`organization::find_with_locale`: the row joined with its locale settings) as the services' role \
 through `tenantry_db::connect_platform` (the services' bb8 + diesel-async pool settings, a \
-platform-mode session like tenant-admin's): the database work of S2 without the gRPC hop. \
-**S2**: `GetTenant` (super admin, BASIC view): one `SELECT` (the row joined with its locale settings) \
-on a platform-mode connection (`tenantry.platform = on` for the session, no transaction) — \
+platform-mode session like tenant-admin's), a checkout per read: the database work of S2 without \
+the gRPC hop. **S2**: `GetTenant` (super admin, BASIC view): one `SELECT` (the row joined with its \
+locale settings) pipelined with the other reads in flight on one of the platform pool's two shared \
+connections (`PlatformPool::read`; `tenantry.platform = on` for the session, no transaction) — \
 tenant drawn Zipf(1) among all tenants. Same concurrency for the three (B2 pipelines it over as many \
-connections as the pool holds).
-- **S8**: `GetTenant` at 4× the pool size in flight, and over 64 connections with one call \
-each, while the backends of the services' role are sampled from `pg_stat_activity`.
+connections as the pool holds). The in-process baselines (B2–B6) run on as many tokio workers as \
+the services (`--worker-threads`).
+- **S8**: `GetTenant` at 4× the pool size in flight, or twice S2's calls in flight when that is \
+more (S2's read is pipelined, not bounded by the pool, so 4× the pool can be a lighter load than \
+S2's), and over 64 connections with one call each, while the backends of the services' role are sampled from `pg_stat_activity`.
 - **S4 / B6**: `ListTenants` (page size 50, default filters) page 1 and the deep page (reached \
 once by walking `next_page_token`, then fetched with that token); B6 is the same 50-row \
 keyset read with tokio-postgres at the same cursor, and B6 + count adds the `count(*)` that \

@@ -28,7 +28,7 @@ fn smoke_runs_every_scenario_and_checks_statement_counts() {
         "B2 tokio-postgres prepared point read",
         "B3 GetTenant's statement through the services' pool",
         "S2 GetTenant",
-        "S8 GetTenant at 4× the pool",
+        "S8 GetTenant overload",
         "S4 ListTenants page 1",
         "S4 ListTenants deep page",
         "B6 keyset range read",
