@@ -79,13 +79,20 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> ApiResult<T> {
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
+        // The permit goes with the job: a caller that gives up (its client went away) does not
+        // free a slot while its hash still runs, so the queue stays bounded by the permits.
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(Box::new(move || {
-                let _ = tx.send(work());
+                let out = work();
+                drop(permit);
+                let _ = tx.send(out);
             }))
             .map_err(ApiError::internal)?;
         rx.await.map_err(ApiError::internal)
@@ -213,5 +220,27 @@ mod tests {
             }),
         );
         assert!(a.expect("a") ^ b.expect("b"), "one leader");
+    }
+
+    /// A call given up while its hash runs keeps its permit until the hash ends.
+    #[tokio::test]
+    async fn an_abandoned_hash_holds_its_slot_until_it_ends() {
+        let p = Passwords::new(4, 1).expect("threads");
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let call = p.blocking(move || {
+            let _ = started_tx.send(());
+            let _ = wait.recv();
+        });
+        let abandoned = tokio::time::timeout(std::time::Duration::from_millis(50), async {
+            tokio::join!(call, started).0
+        })
+        .await;
+        assert!(abandoned.is_err(), "the job is still running");
+        assert_eq!(p.permits.available_permits(), 0, "its slot is still taken");
+        release.send(()).expect("job waits");
+        let next = p.blocking(|| 7).await.expect("next job");
+        assert_eq!(next, 7);
+        assert_eq!(p.permits.available_permits(), 1);
     }
 }
