@@ -106,8 +106,8 @@ pub(crate) async fn pg_client(url: &str) -> Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// The point read of B2: one tenant row by primary key.
-pub(crate) const POINT_READ: &str = "SELECT * FROM organizations WHERE id = $1::text::uuid";
+/// The point read of B2′: one tenant row by primary key, every column of one table.
+pub(crate) const POINT_READ: &str = "SELECT * FROM organizations WHERE id = $1";
 /// The single-row write of B5 (autocommit: its own transaction).
 pub(crate) const WRITE: &str =
     "UPDATE organizations SET display_name = $1, updated_at = now() WHERE id = $2::text::uuid";

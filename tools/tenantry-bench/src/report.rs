@@ -189,15 +189,18 @@ sizes), called by the same client code as S1 (same requests, Zipf tenants, same 
 and answer check): only the server differs.
 - **S1**: `CheckFeatures` (all 15 features) with a `service` token, tenant drawn Zipf(1) among \
 the hot tenants, every one of which was read once before (warm cache).
-- **B2**: tokio-postgres, prepared `SELECT * FROM organizations WHERE id = $1`, as many held \
-connections as the services' pool, superuser (no RLS). **B3**: GetTenant's own statement \
+- **B2**: GetTenant's own statement (`organization::find_with_locale_sql`: the row joined with \
+its locale settings, the exact text GetTenant prepares) on the bare driver: tokio-postgres, \
+prepared, as many held connections as the services' pool, the services' role in a \
+platform-mode session. **B2′** (for scale): prepared `SELECT * FROM organizations WHERE id = $1` \
+as superuser (one table, no RLS), the same way. **B3**: GetTenant's own statement \
 (`organization::find_with_locale`: the row joined with its locale settings) as the services' role \
 through `tenantry_db::connect_platform` (the services' bb8 + diesel-async pool settings, a \
 platform-mode session like tenant-admin's), a checkout per read: the database work of S2 without \
 the gRPC hop. **S2**: `GetTenant` (super admin, BASIC view): one `SELECT` (the row joined with its \
 locale settings) pipelined with the other reads in flight on one of the platform pool's two shared \
 connections (`PlatformPool::read`; `tenantry.platform = on` for the session, no transaction) — \
-tenant drawn Zipf(1) among all tenants. Same concurrency for the three (B2 pipelines it over as many \
+tenant drawn Zipf(1) among all tenants. Same concurrency for all four (B2 and B2′ pipeline it over as many \
 connections as the pool holds). The in-process baselines (B2–B6) run on as many tokio workers as \
 the services (`--worker-threads`).
 - **S8**: `GetTenant` at 4× the pool size in flight, or twice S2's calls in flight when that is \

@@ -25,7 +25,8 @@ fn smoke_runs_every_scenario_and_checks_statement_counts() {
         "S1 CheckFeatures, cached",
         "S7 CheckFeatures over grpc-web",
         "S9 CheckFeatures cached, 1 in flight",
-        "B2 tokio-postgres prepared point read",
+        "B2 GetTenant's statement, tokio-postgres prepared",
+        "B2′ SELECT * by primary key",
         "B3 GetTenant's statement through the services' pool",
         "S2 GetTenant",
         "S8 GetTenant overload",
@@ -46,7 +47,7 @@ fn smoke_runs_every_scenario_and_checks_statement_counts() {
         assert!(stdout.contains(label), "no run {label:?} in\n{stdout}");
     }
     assert!(
-        stdout.contains("smoke: 32 runs, all completed, statement counts as designed"),
+        stdout.contains("smoke: 33 runs, all completed, statement counts as designed"),
         "{stdout}"
     );
     // The structural rows were judged, and passed.

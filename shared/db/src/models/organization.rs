@@ -523,6 +523,19 @@ where
     WithLocale { id }.get_result(conn).await
 }
 
+/// The SQL text of [`find_with_locale`]'s statement (`$1`: the tenant id), for a bare driver
+/// to prepare: the benchmark's bare-driver baseline runs exactly the statement GetTenant runs.
+///
+/// # Errors
+///
+/// Only if diesel cannot render the statement (it renders a fixed text and one bind).
+pub fn find_with_locale_sql() -> QueryResult<String> {
+    use diesel::query_builder::{QueryBuilder, QueryFragment};
+    let mut sql = diesel::pg::PgQueryBuilder::default();
+    WithLocale { id: Uuid::nil() }.to_sql(&mut sql, &diesel::pg::Pg)?;
+    Ok(sql.finish())
+}
+
 /// GetTenant's statement: the columns of [`Organization`] and the tenant's locale settings,
 /// for the tenant `id`, `LIMIT 1`.
 ///
@@ -853,5 +866,8 @@ mod tests {
             "{got}"
         );
         assert!(got.ends_with(&format!("LIMIT 1 -- binds: [{id}]")), "{got}");
+        // The text a bare driver prepares is that statement without its binds.
+        let text = super::find_with_locale_sql().expect("renders");
+        assert_eq!(format!("{text} -- binds: [{id}]"), got);
     }
 }
