@@ -343,27 +343,30 @@ async fn execute_steps(state: &State, job: &ProvisioningJob, lost: &AtomicBool) 
         if lost.load(Ordering::SeqCst) {
             return Err(ApiError::Unavailable("lease lost".into()));
         }
-        let steps = tx!(state, |conn| Ok(jobs::steps_of(conn, &[id]).await?)).await?;
-        let Some(step) = steps.iter().find(|s| s.name == name) else {
-            continue;
-        };
-        if ![step_state::PENDING, step_state::RUNNING].contains(&step.state.as_str()) {
-            continue;
-        }
-        let admin_failed = steps
-            .iter()
-            .any(|s| s.name == ADMIN_USER_CREATED && s.state == step_state::FAILED);
-        let held = tx!(state, |conn| {
+        // One transaction checks the lease, reads where the job stands and starts the step.
+        let start = tx!(state, |conn| {
             if !jobs::holds_lease(conn, id, &owner).await? {
-                return Ok(false);
+                return Ok(Start::LeaseLost);
             }
+            let steps = jobs::steps_of(conn, &[id]).await?;
+            let Some(step) = steps.iter().find(|s| s.name == name) else {
+                return Ok(Start::Skip);
+            };
+            if ![step_state::PENDING, step_state::RUNNING].contains(&step.state.as_str()) {
+                return Ok(Start::Skip);
+            }
+            let admin_failed = steps
+                .iter()
+                .any(|s| s.name == ADMIN_USER_CREATED && s.state == step_state::FAILED);
             jobs::step_started(conn, id, name).await?;
-            Ok(true)
+            Ok(Start::Run { admin_failed })
         })
         .await?;
-        if !held {
-            return Err(ApiError::Unavailable("lease lost".into()));
-        }
+        let admin_failed = match start {
+            Start::LeaseLost => return Err(lease_lost()),
+            Start::Skip => continue,
+            Start::Run { admin_failed } => admin_failed,
+        };
         let outcome = match name {
             ADMIN_USER_CREATED => create_admin(state, job, &params, &actor).await.map(|uid| {
                 progress.admin_user_id = Some(uid);
@@ -388,13 +391,7 @@ async fn execute_steps(state: &State, job: &ProvisioningJob, lost: &AtomicBool) 
             // Queued in the outbox in the same transaction that marks the step done.
             let Some(user) = progress.admin_user_id else {
                 let error = "no admin user to welcome";
-                tx!(state, |conn| {
-                    Ok(
-                        jobs::step_finished(conn, id, name, step_state::FAILED, Some(error))
-                            .await?,
-                    )
-                })
-                .await?;
+                finished(state, id, name, step_state::FAILED, Some(error), None).await?;
                 continue;
             };
             queue_welcome(state, job, &params, user).await?;
@@ -402,29 +399,56 @@ async fn execute_steps(state: &State, job: &ProvisioningJob, lost: &AtomicBool) 
         }
         match outcome {
             Ok(admin) => {
-                tx!(state, |conn| {
-                    if let Some(uid) = admin {
-                        let patch = serde_json::json!({ "admin_user_id": uid.to_string() });
-                        jobs::record_progress(conn, id, &owner, &patch).await?;
-                    }
-                    Ok(jobs::step_finished(conn, id, name, step_state::DONE, None).await?)
-                })
-                .await?;
+                let patch =
+                    admin.map(|uid| serde_json::json!({ "admin_user_id": uid.to_string() }));
+                finished(state, id, name, step_state::DONE, None, patch.as_ref()).await?;
             }
             Err(e) => {
                 let message = e.message();
                 tracing::warn!(job.id = %id, step = name, error = %message, "provisioning step failed");
-                tx!(state, |conn| {
-                    Ok(
-                        jobs::step_finished(conn, id, name, step_state::FAILED, Some(&message))
-                            .await?,
-                    )
-                })
-                .await?;
+                finished(state, id, name, step_state::FAILED, Some(&message), None).await?;
             }
         }
     }
     finish(state, job, &progress).await
+}
+
+/// Where a step stands when the worker comes to it.
+enum Start {
+    /// Another worker holds the job now.
+    LeaseLost,
+    /// Already done, failed or skipped (a resumed job), or not part of the job.
+    Skip,
+    /// Marked running (one more attempt); whether the admin user step failed.
+    Run { admin_failed: bool },
+}
+
+fn lease_lost() -> ApiError {
+    ApiError::Unavailable("lease lost".into())
+}
+
+/// Records a step's outcome (and what it learned, `patch`, in the job's result) in one
+/// transaction, only while this worker holds the lease: `lease lost`, writing nothing,
+/// otherwise.
+async fn finished(
+    state: &State,
+    id: Uuid,
+    name: &str,
+    outcome: &str,
+    error: Option<&str>,
+    patch: Option<&serde_json::Value>,
+) -> ApiResult<()> {
+    let owner = state.workflow.worker_id.clone();
+    let held = tx!(state, |conn| {
+        if let Some(patch) = patch
+            && !jobs::record_progress(conn, id, &owner, patch).await?
+        {
+            return Ok(false);
+        }
+        Ok(jobs::step_finished(conn, id, &owner, name, outcome, error).await?)
+    })
+    .await?;
+    if held { Ok(()) } else { Err(lease_lost()) }
 }
 
 async fn finish(state: &State, job: &ProvisioningJob, progress: &Progress) -> ApiResult<()> {
@@ -703,18 +727,15 @@ async fn queue_welcome(
     let id = job.id;
     let tenant = job.organization_id;
     let Some(to) = params.admin_email.clone() else {
-        tx!(state, |conn| {
-            Ok(jobs::step_finished(
-                conn,
-                id,
-                WELCOME_EMAIL_SENT,
-                step_state::FAILED,
-                Some("no admin e-mail"),
-            )
-            .await?)
-        })
-        .await?;
-        return Ok(());
+        return finished(
+            state,
+            id,
+            WELCOME_EMAIL_SENT,
+            step_state::FAILED,
+            Some("no admin e-mail"),
+            None,
+        )
+        .await;
     };
     let name = if params.tenant_name.is_empty() {
         "your organization".to_owned()
@@ -730,9 +751,6 @@ async fn queue_welcome(
     );
     let message_id = welcome_message_id(user);
     tx!(state, |conn| {
-        if !jobs::holds_lease(conn, id, &owner).await? {
-            return Err(ApiError::Unavailable("lease lost".into()));
-        }
         outbox::enqueue(
             conn,
             &NewOutboxMessage {
@@ -749,7 +767,14 @@ async fn queue_welcome(
             },
         )
         .await?;
-        Ok(jobs::step_finished(conn, id, WELCOME_EMAIL_SENT, step_state::DONE, None).await?)
+        // Without the lease, the step's outcome is not ours to record, and the e-mail is not
+        // queued either (the transaction rolls back).
+        if jobs::step_finished(conn, id, &owner, WELCOME_EMAIL_SENT, step_state::DONE, None).await?
+        {
+            Ok(())
+        } else {
+            Err(lease_lost())
+        }
     })
     .await?;
     state.mail_wake.notify_one();

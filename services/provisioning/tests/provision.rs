@@ -531,6 +531,96 @@ async fn a_job_with_an_expired_lease_is_taken_over_and_completed() {
     );
 }
 
+/// A worker that lost a job's lease cannot record a step's outcome: the new owner's step stays
+/// as the new owner left it, and the call reports it (false), writing nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_lease_holder_records_a_step_outcome() {
+    use tenantry_db::models::provisioning as jobs;
+    let env = start(|w| w.poll_interval = Duration::from_secs(3600)).await;
+    let tenant = create_tenant(&env, "leased", Some("admin@leased.test"), "free").await;
+    let job = Uuid::new_v4();
+    exec(
+        &env,
+        &format!(
+            "INSERT INTO provisioning_jobs (id, organization_id, request_id, status, params, \
+                 lease_owner, lease_expires_at, attempts, started_at) \
+             VALUES ('{job}', '{tenant}', 'lease-1', 'running', '{{}}', \
+                 'worker-b', now() + interval '1 hour', 2, now())"
+        ),
+    )
+    .await;
+    exec(
+        &env,
+        &format!(
+            "INSERT INTO provisioning_steps (job_id, organization_id, name, state, attempts) \
+             VALUES ('{job}', '{tenant}', 'admin_user_created', 'running', 2)"
+        ),
+    )
+    .await;
+    let step = |state: &str| {
+        format!(
+            "SELECT count(*) AS n FROM provisioning_steps WHERE job_id = '{job}' \
+             AND name = 'admin_user_created' AND state = '{state}'"
+        )
+    };
+    let mut conn = env.suite.db.admin_conn().await;
+    // worker-a lost the lease to worker-b: nothing is written.
+    let recorded = jobs::step_finished(
+        &mut conn,
+        job,
+        "worker-a",
+        "admin_user_created",
+        "failed",
+        Some("stale"),
+    )
+    .await
+    .unwrap();
+    assert!(!recorded);
+    assert_eq!(count(&env, &step("running")).await, 1);
+    assert_eq!(
+        count(
+            &env,
+            &format!(
+                "SELECT count(*) AS n FROM provisioning_steps WHERE job_id = '{job}' \
+                 AND (finished_at IS NOT NULL OR error IS NOT NULL)"
+            )
+        )
+        .await,
+        0
+    );
+    // The holder records it.
+    let recorded = jobs::step_finished(
+        &mut conn,
+        job,
+        "worker-b",
+        "admin_user_created",
+        "done",
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(recorded);
+    assert_eq!(count(&env, &step("done")).await, 1);
+    // Once the job is over, not even its last owner rewrites a step.
+    exec(
+        &env,
+        &format!("UPDATE provisioning_jobs SET status = 'success' WHERE id = '{job}'"),
+    )
+    .await;
+    let recorded = jobs::step_finished(
+        &mut conn,
+        job,
+        "worker-b",
+        "admin_user_created",
+        "failed",
+        Some("late"),
+    )
+    .await
+    .unwrap();
+    assert!(!recorded);
+    assert_eq!(count(&env, &step("done")).await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_get_and_list_with_paging_filters_and_errors() {
     let env = start(|_| {}).await;

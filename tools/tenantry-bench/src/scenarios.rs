@@ -687,7 +687,10 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         )?);
         b2x.push(b.measure(
             "bench",
-            b2x_call("B2′ SELECT * by primary key, superuser, tokio-postgres", load),
+            b2x_call(
+                "B2′ SELECT * by primary key, superuser, tokio-postgres",
+                load,
+            ),
         )?);
         b3.push(b.measure(
             "bench",
@@ -704,7 +707,9 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     }
     let (b2_seq, s2_seq) = b.pairs(
         reps,
-        ("bench", || b2_call("S9 B2 GetTenant's statement, 1 in flight", one)),
+        ("bench", || {
+            b2_call("S9 B2 GetTenant's statement, 1 in flight", one)
+        }),
         ("tenant-admin", || {
             closed_loop(
                 "S9 GetTenant, 1 in flight",

@@ -458,7 +458,10 @@ pub async fn step_started(conn: &mut AsyncPgConnection, job: Uuid, name: &str) -
     Ok(())
 }
 
-/// Records a step's outcome (`done`, `failed` or `skipped`) and its error.
+/// Records a step's outcome (`done`, `failed` or `skipped`) and its error, if `owner` still
+/// holds the job's lease: a worker that lost it (another one took the job over) cannot
+/// overwrite the outcome of a step the new owner runs. Returns false, writing nothing, when
+/// the lease is lost.
 ///
 /// # Errors
 ///
@@ -466,19 +469,28 @@ pub async fn step_started(conn: &mut AsyncPgConnection, job: Uuid, name: &str) -
 pub async fn step_finished(
     conn: &mut AsyncPgConnection,
     job: Uuid,
+    owner: &str,
     name: &str,
     state: &str,
     error: Option<&str>,
-) -> QueryResult<()> {
-    diesel::update(provisioning_steps::table.find((job, name)))
-        .set((
-            provisioning_steps::state.eq(state),
-            provisioning_steps::finished_at.eq(diesel::dsl::now),
-            provisioning_steps::error.eq(error),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
+) -> QueryResult<bool> {
+    let leased = provisioning_jobs::table
+        .filter(provisioning_jobs::id.eq(job))
+        .filter(provisioning_jobs::lease_owner.eq(owner))
+        .filter(provisioning_jobs::status.eq_any([status::PENDING, status::RUNNING]));
+    let n = diesel::update(
+        provisioning_steps::table
+            .find((job, name))
+            .filter(diesel::dsl::exists(leased)),
+    )
+    .set((
+        provisioning_steps::state.eq(state),
+        provisioning_steps::finished_at.eq(diesel::dsl::now),
+        provisioning_steps::error.eq(error),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(n == 1)
 }
 
 /// Filters of [`list_page`] and [`count`].
