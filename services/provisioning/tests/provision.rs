@@ -601,6 +601,48 @@ async fn only_the_lease_holder_records_a_step_outcome() {
     .unwrap();
     assert!(recorded);
     assert_eq!(count(&env, &step("done")).await, 1);
+    // The lease expires. While worker-b's transaction has just found it still holds the lease,
+    // the job's row stays locked: a takeover waits for that transaction to end.
+    exec(
+        &env,
+        &format!(
+            "UPDATE provisioning_jobs SET lease_expires_at = now() - interval '1 minute' \
+             WHERE id = '{job}'"
+        ),
+    )
+    .await;
+    let mut other = env.suite.db.admin_conn().await;
+    {
+        use diesel_async::AsyncConnection as _;
+        let other = &mut other;
+        conn.transaction(async |conn| {
+            assert!(jobs::holds_lease(conn, job, "worker-b").await?);
+            let taken = jobs::claim_next(other, "worker-c", 30).await?;
+            assert!(taken.is_none(), "taken over while worker-b was writing");
+            Ok::<_, diesel::result::Error>(())
+        })
+        .await
+        .unwrap();
+    }
+    let taken = jobs::claim_next(&mut other, "worker-c", 30)
+        .await
+        .unwrap()
+        .expect("the expired lease is taken over once worker-b's transaction ended");
+    assert_eq!(taken.id, job);
+    assert_eq!(taken.lease_owner.as_deref(), Some("worker-c"));
+    // worker-b lost it: nothing it records is written.
+    let recorded = jobs::step_finished(
+        &mut conn,
+        job,
+        "worker-b",
+        "admin_user_created",
+        "failed",
+        Some("stale"),
+    )
+    .await
+    .unwrap();
+    assert!(!recorded);
+    assert_eq!(count(&env, &step("done")).await, 1);
     // Once the job is over, not even its last owner rewrites a step.
     exec(
         &env,
@@ -610,7 +652,7 @@ async fn only_the_lease_holder_records_a_step_outcome() {
     let recorded = jobs::step_finished(
         &mut conn,
         job,
-        "worker-b",
+        "worker-c",
         "admin_user_created",
         "failed",
         Some("late"),

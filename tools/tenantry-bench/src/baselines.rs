@@ -1,7 +1,8 @@
 //! The baselines every run measures next to the scenarios: a bare tonic server answering the
-//! same message as `CheckFeatures` (B1), a prepared point read with tokio-postgres (B2),
-//! GetTenant's statement through the services' own pool (B3), bare bcrypt (B4), a bare
-//! single-row write (B5) and a bare 50-row keyset range read (B6).
+//! same message as `CheckFeatures` (B1), GetTenant's statement prepared on bare tokio-postgres
+//! (B2; B2′ is a one-table `SELECT *` by key, for scale), the same statement through the
+//! services' own pool (B3), bare bcrypt (B4), a bare single-row write (B5) and a bare 50-row
+//! keyset range read (B6).
 
 use std::convert::Infallible;
 use std::future::Future;

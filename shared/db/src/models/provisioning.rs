@@ -407,20 +407,24 @@ pub async fn finish(
     Ok(n == 1)
 }
 
-/// Tells whether `owner` still holds the lease of a job.
+/// Tells whether `owner` still holds the lease of a job, and if so keeps the job's row locked
+/// (`FOR SHARE`) until the transaction ends: the lease cannot pass to another worker (whose
+/// claim skips locked rows, and whose renewal waits) before the caller's writes commit.
 ///
 /// # Errors
 ///
 /// The database error.
 pub async fn holds_lease(conn: &mut AsyncPgConnection, id: Uuid, owner: &str) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        provisioning_jobs::table
-            .filter(provisioning_jobs::id.eq(id))
-            .filter(provisioning_jobs::lease_owner.eq(owner))
-            .filter(provisioning_jobs::status.eq_any([status::PENDING, status::RUNNING])),
-    ))
-    .get_result(conn)
-    .await
+    provisioning_jobs::table
+        .filter(provisioning_jobs::id.eq(id))
+        .filter(provisioning_jobs::lease_owner.eq(owner))
+        .filter(provisioning_jobs::status.eq_any([status::PENDING, status::RUNNING]))
+        .select(provisioning_jobs::id)
+        .for_share()
+        .first::<Uuid>(conn)
+        .await
+        .optional()
+        .map(|held| held.is_some())
 }
 
 /// The steps of some jobs, in no particular order.
@@ -459,9 +463,10 @@ pub async fn step_started(conn: &mut AsyncPgConnection, job: Uuid, name: &str) -
 }
 
 /// Records a step's outcome (`done`, `failed` or `skipped`) and its error, if `owner` still
-/// holds the job's lease: a worker that lost it (another one took the job over) cannot
-/// overwrite the outcome of a step the new owner runs. Returns false, writing nothing, when
-/// the lease is lost.
+/// holds the job's lease ([`holds_lease`], which locks the job's row until the transaction
+/// ends): a worker that lost it (another one took the job over) cannot overwrite the outcome
+/// of a step the new owner runs. Returns false, writing nothing, when the lease is lost (or
+/// the job has no such step, which the worker never asks for).
 ///
 /// # Errors
 ///
@@ -474,22 +479,17 @@ pub async fn step_finished(
     state: &str,
     error: Option<&str>,
 ) -> QueryResult<bool> {
-    let leased = provisioning_jobs::table
-        .filter(provisioning_jobs::id.eq(job))
-        .filter(provisioning_jobs::lease_owner.eq(owner))
-        .filter(provisioning_jobs::status.eq_any([status::PENDING, status::RUNNING]));
-    let n = diesel::update(
-        provisioning_steps::table
-            .find((job, name))
-            .filter(diesel::dsl::exists(leased)),
-    )
-    .set((
-        provisioning_steps::state.eq(state),
-        provisioning_steps::finished_at.eq(diesel::dsl::now),
-        provisioning_steps::error.eq(error),
-    ))
-    .execute(conn)
-    .await?;
+    if !holds_lease(conn, job, owner).await? {
+        return Ok(false);
+    }
+    let n = diesel::update(provisioning_steps::table.find((job, name)))
+        .set((
+            provisioning_steps::state.eq(state),
+            provisioning_steps::finished_at.eq(diesel::dsl::now),
+            provisioning_steps::error.eq(error),
+        ))
+        .execute(conn)
+        .await?;
     Ok(n == 1)
 }
 
