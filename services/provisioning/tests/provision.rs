@@ -531,6 +531,26 @@ async fn a_job_with_an_expired_lease_is_taken_over_and_completed() {
     );
 }
 
+/// `step_finished` of the `admin_user_created` step by `owner`: whether it was recorded.
+async fn record(
+    conn: &mut diesel_async::AsyncPgConnection,
+    job: Uuid,
+    owner: &str,
+    state: &str,
+    error: Option<&str>,
+) -> bool {
+    tenantry_db::models::provisioning::step_finished(
+        conn,
+        job,
+        owner,
+        "admin_user_created",
+        state,
+        error,
+    )
+    .await
+    .unwrap()
+}
+
 /// A worker that lost a job's lease cannot record a step's outcome: the new owner's step stays
 /// as the new owner left it, and the call reports it (false), writing nothing.
 #[tokio::test(flavor = "multi_thread")]
@@ -565,16 +585,7 @@ async fn only_the_lease_holder_records_a_step_outcome() {
     };
     let mut conn = env.suite.db.admin_conn().await;
     // worker-a lost the lease to worker-b: nothing is written.
-    let recorded = jobs::step_finished(
-        &mut conn,
-        job,
-        "worker-a",
-        "admin_user_created",
-        "failed",
-        Some("stale"),
-    )
-    .await
-    .unwrap();
+    let recorded = record(&mut conn, job, "worker-a", "failed", Some("stale")).await;
     assert!(!recorded);
     assert_eq!(count(&env, &step("running")).await, 1);
     assert_eq!(
@@ -589,16 +600,7 @@ async fn only_the_lease_holder_records_a_step_outcome() {
         0
     );
     // The holder records it.
-    let recorded = jobs::step_finished(
-        &mut conn,
-        job,
-        "worker-b",
-        "admin_user_created",
-        "done",
-        None,
-    )
-    .await
-    .unwrap();
+    let recorded = record(&mut conn, job, "worker-b", "done", None).await;
     assert!(recorded);
     assert_eq!(count(&env, &step("done")).await, 1);
     // The lease expires. While worker-b's transaction has just found it still holds the lease,
@@ -631,16 +633,7 @@ async fn only_the_lease_holder_records_a_step_outcome() {
     assert_eq!(taken.id, job);
     assert_eq!(taken.lease_owner.as_deref(), Some("worker-c"));
     // worker-b lost it: nothing it records is written.
-    let recorded = jobs::step_finished(
-        &mut conn,
-        job,
-        "worker-b",
-        "admin_user_created",
-        "failed",
-        Some("stale"),
-    )
-    .await
-    .unwrap();
+    let recorded = record(&mut conn, job, "worker-b", "failed", Some("stale")).await;
     assert!(!recorded);
     assert_eq!(count(&env, &step("done")).await, 1);
     // Once the job is over, not even its last owner rewrites a step.
@@ -649,16 +642,7 @@ async fn only_the_lease_holder_records_a_step_outcome() {
         &format!("UPDATE provisioning_jobs SET status = 'success' WHERE id = '{job}'"),
     )
     .await;
-    let recorded = jobs::step_finished(
-        &mut conn,
-        job,
-        "worker-c",
-        "admin_user_created",
-        "failed",
-        Some("late"),
-    )
-    .await
-    .unwrap();
+    let recorded = record(&mut conn, job, "worker-c", "failed", Some("late")).await;
     assert!(!recorded);
     assert_eq!(count(&env, &step("done")).await, 1);
 }
