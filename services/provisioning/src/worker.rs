@@ -341,7 +341,7 @@ async fn execute_steps(state: &State, job: &ProvisioningJob, lost: &AtomicBool) 
 
     for name in STEPS {
         if lost.load(Ordering::SeqCst) {
-            return Err(ApiError::Unavailable("lease lost".into()));
+            return Err(lease_lost());
         }
         // One transaction checks the lease, reads where the job stands and starts the step.
         let start = tx!(state, |conn| {

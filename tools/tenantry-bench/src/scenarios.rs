@@ -1417,6 +1417,21 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             );
         }};
     }
+    // The same ratio, reported without a bound.
+    macro_rules! rate_info {
+        ($label:expr, $a:expr, $base:expr) => {{
+            let x = b.ratio($a, $base, Run::rps);
+            push(
+                $label.into(),
+                fmt_rate(b.med($a, Run::rps)),
+                fmt_rate(b.med($base, Run::rps)),
+                Some(x),
+                "(info)",
+                None,
+                false,
+            );
+        }};
+    }
     macro_rules! p99_bar {
         ($label:expr, $a:expr, $base:expr, $target:expr, $max:expr) => {{
             let p99 = |r: &Run| us(r.pct_us(0.99));
@@ -1495,25 +1510,15 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         "≥ 0.70",
         0.7
     );
-    let x = b.ratio(&s2, &b2x, rps);
-    push(
-        "S2 GetTenant vs B2′ (one table's `SELECT *` by key, superuser): req/s".into(),
-        fmt_rate(b.med(&s2, rps)),
-        fmt_rate(b.med(&b2x, rps)),
-        Some(x),
-        "(info)",
-        None,
-        false,
+    rate_info!(
+        "S2 GetTenant vs B2′ (one table's `SELECT *` by key, superuser): req/s",
+        &s2,
+        &b2x
     );
-    let x = b.ratio(&b2, &b2x, rps);
-    push(
-        "B2 (GetTenant's statement) vs B2′: what the statement costs on the bare driver".into(),
-        fmt_rate(b.med(&b2, rps)),
-        fmt_rate(b.med(&b2x, rps)),
-        Some(x),
-        "(info)",
-        None,
-        false,
+    rate_info!(
+        "B2 (GetTenant's statement) vs B2′: what the statement costs on the bare driver",
+        &b2,
+        &b2x
     );
     let st = b.med(&s2, stm);
     push(
@@ -1624,18 +1629,13 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         "≥ 0.60",
         0.6
     );
-    let x = b.ratio(&s4_deep, &b6c, rps);
-    push(
+    rate_info!(
         format!(
             "S4 page {} vs B6 + count(*) (what total_size costs): req/s",
             args.page
         ),
-        fmt_rate(b.med(&s4_deep, rps)),
-        fmt_rate(b.med(&b6c, rps)),
-        Some(x),
-        "(info)",
-        None,
-        false,
+        &s4_deep,
+        &b6c
     );
     let st = b.med(&s4_deep, stm);
     push(
