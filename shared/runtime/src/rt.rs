@@ -11,6 +11,14 @@
 
 use tokio::runtime::{Builder, Runtime};
 
+/// The heap every process linking this crate allocates from (each service, `tenantctl`, the
+/// bench and its served processes): mimalloc instead of glibc's malloc. Under S2's load
+/// (`docs/benchmarks.md`) a third of tenant-admin's CPU was glibc's `malloc`, `free`, their
+/// consolidation and the copies of `realloc`; tonic, h2 and prost allocate and free small
+/// buffers on every call, which mimalloc's per-thread free lists serve without locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::config::{self, ConfigError};
 
 /// The worker threads asked for by `TENANTRY_WORKER_THREADS` (`None`: one per core).

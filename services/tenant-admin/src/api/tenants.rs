@@ -66,6 +66,29 @@ pub(crate) struct TenantsApi {
 }
 
 impl TenantsApi {
+    /// The features tenant-settings reports for `tenant` (its cached read; tier matrix,
+    /// toggles and overrides), for GetTenant's FULL view. A tenant it cannot see (one being
+    /// deleted) has none; any other failure is UNAVAILABLE.
+    async fn features_of(&self, tenant: Uuid) -> Result<Vec<common::FeatureState>, GrpcStatus> {
+        let mut client = settings::tenant_settings_service_client::TenantSettingsServiceClient::new(
+            self.state.settings.clone(),
+        );
+        let mut call = Request::new(settings::GetFeaturesRequest {
+            tenant_id: tenant.to_string(),
+        });
+        call.set_timeout(std::time::Duration::from_secs(5));
+        match client.get_features(call).await {
+            Ok(answer) => Ok(answer.into_inner().features),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(Vec::new()),
+            Err(status) => {
+                tracing::warn!(tenant.id = %tenant, code = ?status.code(), "tenant-settings GetFeatures failed");
+                Err(GrpcStatus::unavailable(
+                    "tenant-settings did not answer for the tenant's features; retry",
+                ))
+            }
+        }
+    }
+
     pub(crate) fn new(state: State) -> Self {
         Self { state }
     }
@@ -612,26 +635,8 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         };
         let id = tenant_id(&request.get_ref().tenant_id)?;
         // GetTenant admits super admins only: a platform-mode connection, one statement (the
-        // row and its locale settings), no transaction.
-        // The enabled features (FULL view) are tenant-settings' (tier matrix, toggles,
-        // overrides): asked of its cached read while the row is read here.
-        let features = async {
-            if !full {
-                return Ok(tonic::Response::new(
-                    settings::GetFeaturesResponse::default(),
-                ));
-            }
-            let mut client =
-                settings::tenant_settings_service_client::TenantSettingsServiceClient::new(
-                    self.state.settings.clone(),
-                );
-            let mut call = Request::new(settings::GetFeaturesRequest {
-                tenant_id: id.to_string(),
-            });
-            call.set_timeout(std::time::Duration::from_secs(5));
-            client.get_features(call).await
-        };
-        // Pipelined on a shared connection with the other reads in flight.
+        // row and its locale settings), no transaction, pipelined on a shared connection with
+        // the other reads in flight.
         let row = async {
             self.state
                 .platform
@@ -645,19 +650,17 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 .map_err(ApiError::from)?
                 .map_err(|e| not_found(e, "tenant"))
         };
-        let (row, features) = tokio::join!(row, features);
-        let (org, locale) = row?;
-        let features = match features {
-            Ok(answer) => answer.into_inner().features,
-            // A row tenant-settings cannot see (a tenant being deleted): nothing enabled.
-            Err(status) if status.code() == tonic::Code::NotFound => Vec::new(),
-            Err(status) => {
-                tracing::warn!(tenant.id = %id, code = ?status.code(), "tenant-settings GetFeatures failed");
-                return Err(GrpcStatus::unavailable(
-                    "tenant-settings did not answer for the tenant's features; retry",
-                ));
-            }
+        // The enabled features (FULL view) are tenant-settings' (tier matrix, toggles,
+        // overrides): asked of its cached read while the row is read here. The BASIC view
+        // builds no call at all: a tonic call's future is kilobytes, and carrying it in this
+        // one (which tonic boxes) was a tenth of tenant-admin's CPU per BASIC read, in copies.
+        let (row, features) = if full {
+            tokio::join!(row, Box::pin(self.features_of(id)))
+        } else {
+            (row.await, Ok(Vec::new()))
         };
+        let (org, locale) = row?;
+        let features = features?;
         let locale = locale
             .map(|(timezone, locale)| Locale { timezone, locale })
             .unwrap_or_default();
