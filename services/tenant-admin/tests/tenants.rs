@@ -964,6 +964,37 @@ async fn update_applies_the_mask_and_a_tier_change_brings_its_limits() {
         1
     );
 
+    // A change outside the locale settings reads them in the same round trip as the update
+    // and the audit row: the answer carries the locale stored above.
+    let described = c
+        .update_tenant(sa(pb::UpdateTenantRequest {
+            tenant_id: id.clone(),
+            tenant: Some(pb::Tenant {
+                description: "Described".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["description".into()],
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(described.description, "Described");
+    assert_eq!(described.locale, "fr-FR");
+    assert_eq!(described.name, "Renamed");
+    assert_eq!(
+        s.db.count(&format!(
+            "SELECT count(*) AS n FROM audit_events WHERE target_id = '{id}' \
+                 AND action = 'tenantry.admin.v1.TenantAdminService/UpdateTenant' \
+                 AND metadata -> 'changed_fields' ? 'description'"
+        ))
+        .await,
+        1
+    );
+
     // A downgrade below current usage is refused.
     exec(
         &s,
@@ -984,17 +1015,36 @@ async fn update_applies_the_mask_and_a_tier_change_brings_its_limits() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let missing = c
-        .update_tenant(sa(pb::UpdateTenantRequest {
-            tenant_id: Uuid::new_v4().to_string(),
-            tenant: Some(pb::Tenant::default()),
-            update_mask: Some(FieldMask {
-                paths: vec!["description".into()],
-            }),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(missing.code(), Code::NotFound);
+    // An unknown tenant is NOT_FOUND whichever statements its update pipelines (the audit
+    // row's foreign key fails as well), and nothing is written.
+    let audit_rows = "SELECT count(*) AS n FROM audit_events \
+         WHERE action = 'tenantry.admin.v1.TenantAdminService/UpdateTenant'";
+    let audited = s.db.count(audit_rows).await;
+    for paths in [vec!["description"], vec!["timezone", "description"]] {
+        let unknown = Uuid::new_v4();
+        let missing = c
+            .update_tenant(sa(pb::UpdateTenantRequest {
+                tenant_id: unknown.to_string(),
+                tenant: Some(pb::Tenant {
+                    timezone: "Europe/Paris".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                }),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound, "{paths:?}: {missing:?}");
+        assert_eq!(
+            s.db.count(&format!(
+                "SELECT count(*) AS n FROM tenant_settings WHERE organization_id = '{unknown}'"
+            ))
+            .await,
+            0
+        );
+    }
+    assert_eq!(s.db.count(audit_rows).await, audited);
 }
 
 #[tokio::test(flavor = "multi_thread")]

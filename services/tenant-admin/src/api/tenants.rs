@@ -191,7 +191,10 @@ fn merge_limits(v: &mut Violations, tier: Tier, given: Option<&common::TenantLim
 }
 
 /// Reads the locale settings of tenants (owned by tenant-settings; defaults when absent).
-async fn locales(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, Locale>> {
+async fn locales<C>(conn: &mut C, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, Locale>>
+where
+    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg> + Send,
+{
     let rows: Vec<(Uuid, String, String)> = tenant_settings::table
         .filter(tenant_settings::organization_id.eq_any(ids))
         .select((
@@ -836,28 +839,52 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                         tier_changed = Some(tier);
                     }
                 }
-                let org = organization::update_profile(conn, id, &changes)
-                    .await
-                    .map_err(|e| not_found(e, "tenant"))?;
-                if timezone.is_some() || locale.is_some() {
-                    upsert_locale(conn, id, timezone, locale).await?;
-                }
-                audit::record_audit(
-                    conn,
-                    &actor.event(
-                        Some(id),
-                        &method,
-                        "tenant",
-                        id,
-                        serde_json::json!({
-                            "changed_fields": paths,
-                            "previous_tier": previous_tier,
-                        }),
-                        None,
-                    ),
-                )
-                .await?;
-                Ok((tenant_message(conn, &org).await?, tier_changed))
+                let event = actor.event(
+                    Some(id),
+                    &method,
+                    "tenant",
+                    id,
+                    serde_json::json!({
+                        "changed_fields": paths,
+                        "previous_tier": previous_tier,
+                    }),
+                    None,
+                );
+                // The update, the audit row and (unless the locale settings change too) the
+                // locale read go out pipelined on the transaction's connection: one round trip
+                // instead of three. All are awaited and the update's error comes first: for an
+                // unknown tenant the audit row's foreign key fails too, but the answer is
+                // NOT_FOUND, and the transaction rolls back.
+                let locale_changes = timezone.is_some() || locale.is_some();
+                let shared: &AsyncPgConnection = conn;
+                let (org, audited, read) = tokio::join!(
+                    async {
+                        let mut c = shared;
+                        organization::update_profile(&mut c, id, &changes).await
+                    },
+                    async {
+                        let mut c = shared;
+                        audit::record_audit(&mut c, &event).await
+                    },
+                    async {
+                        if locale_changes {
+                            return Ok(None);
+                        }
+                        let mut c = shared;
+                        locales(&mut c, &[id]).await.map(Some)
+                    },
+                );
+                let org = org.map_err(|e| not_found(e, "tenant"))?;
+                audited?;
+                let mut read = match read? {
+                    Some(read) => read,
+                    None => {
+                        upsert_locale(conn, id, timezone, locale).await?;
+                        locales(conn, &[id]).await?
+                    }
+                };
+                let locale = read.remove(&id).unwrap_or_default();
+                Ok((convert::tenant(&org, &locale), tier_changed))
             })
             .await?;
         drop(conn);

@@ -87,10 +87,10 @@ pub struct NewAuditEvent<'a> {
 /// # Errors
 ///
 /// The database error (for example a `metadata` that is not a JSON object).
-pub async fn record_audit(
-    conn: &mut AsyncPgConnection,
-    event: &NewAuditEvent<'_>,
-) -> QueryResult<()> {
+pub async fn record_audit<C>(conn: &mut C, event: &NewAuditEvent<'_>) -> QueryResult<()>
+where
+    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg> + Send,
+{
     diesel::insert_into(audit_events::table)
         .values(event)
         .execute(conn)

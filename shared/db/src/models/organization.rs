@@ -715,11 +715,14 @@ pub async fn count(conn: &mut AsyncPgConnection, filter: &ListFilter<'_>) -> Que
 /// # Errors
 ///
 /// `NotFound`, a check violation, or the database error.
-pub async fn update_profile(
-    conn: &mut AsyncPgConnection,
+pub async fn update_profile<C>(
+    conn: &mut C,
     id: Uuid,
     changes: &OrganizationChangeset<'_>,
-) -> QueryResult<Organization> {
+) -> QueryResult<Organization>
+where
+    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg> + Send,
+{
     diesel::update(organizations::table.find(id))
         .set(changes)
         .returning(Organization::as_returning())
