@@ -37,8 +37,8 @@ pub(crate) struct Args {
     /// Warm-up seconds per run (load runs, nothing is recorded).
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// Measured seconds per run.
-    #[arg(long, default_value_t = 8.0)]
+    /// Measured seconds per run (10, with the 2 s warm-up: the reference's length per point).
+    #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Repetitions of each baseline/scenario pair (interleaved A B A B); medians are reported.
     #[arg(long, default_value_t = 3)]
