@@ -16,8 +16,8 @@ use tokio::runtime::{Builder, Runtime};
 /// S2's load (`docs/benchmarks.md`) a third of tenant-admin's CPU was glibc's `malloc`,
 /// `free`, their consolidation and the copies of `realloc`; tonic, h2 and prost allocate and
 /// free small buffers on every call, which mimalloc's per-thread free lists serve without
-/// locks. The price is resident memory: about 10 MiB more per idle service than glibc (the
-/// 3.x line took 3 MiB more again), still under the 30 MiB idle bar.
+/// locks. It is built without transparent huge pages (`no_thp`): mimalloc otherwise asks for
+/// them on its arenas, and each idle service held 8 MiB more in 2 MiB pages.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
