@@ -988,8 +988,10 @@ async fn update_applies_the_mask_and_a_tier_change_brings_its_limits() {
     assert_eq!(
         s.db.count(&format!(
             "SELECT count(*) AS n FROM audit_events WHERE target_id = '{id}' \
+                 AND organization_id = '{id}' AND actor_role = 'super_admin' \
                  AND action = 'tenantry.admin.v1.TenantAdminService/UpdateTenant' \
-                 AND metadata -> 'changed_fields' ? 'description'"
+                 AND metadata -> 'changed_fields' ? 'description' \
+                 AND metadata -> 'previous_tier' = 'null'::jsonb"
         ))
         .await,
         1

@@ -6,6 +6,7 @@
 //!   owns nothing and cannot bypass row-level security.
 //! - [`Scope`] and [`set_scope`] set the tenant of a transaction (`set_config(.., true)`) from the
 //!   verified token, so RLS is the second wall behind each query's own filter.
+//! - [`prepared::Cached`] keeps writes prepared that diesel would parse and plan on every call.
 //! - [`cluster`] starts a private Postgres cluster when none is configured (`tenantctl up`,
 //!   tests on a fresh machine).
 
@@ -13,6 +14,7 @@ pub mod cluster;
 mod migrate;
 pub mod models;
 mod pool;
+pub mod prepared;
 pub mod schema;
 mod scope;
 pub mod urls;

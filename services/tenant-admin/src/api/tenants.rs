@@ -814,8 +814,39 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         let method = action(SERVICE, "UpdateTenant");
 
         // UpdateTenant admits super admins only: a platform-mode connection (no scope
-        // statement). The row is locked and read first only for a tier change, which checks the
-        // new limits against usage; any other change is the UPDATE itself.
+        // statement). A change that touches neither the tier nor the locale settings (the
+        // common case) is one statement: the UPDATE, its audit row and the read of the
+        // tenant with its locale, committed together; Postgres parses and plans it once per
+        // connection and update mask.
+        let locale_changes = timezone.is_some() || locale.is_some();
+        if new_tier.is_none() && !locale_changes {
+            let event = actor.event(
+                Some(id),
+                &method,
+                "tenant",
+                id,
+                serde_json::json!({
+                    "changed_fields": paths,
+                    "previous_tier": null,
+                }),
+                None,
+            );
+            let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
+            let (org, locale) =
+                organization::update_profile_audited(&mut **conn, id, &changes, &event)
+                    .await
+                    .map_err(|e| not_found(e, "tenant"))?;
+            drop(conn);
+            let locale = locale
+                .map(|(timezone, locale)| Locale { timezone, locale })
+                .unwrap_or_default();
+            self.state.totals.forget();
+            return Ok(Response::new(pb::UpdateTenantResponse {
+                tenant: Some(convert::tenant(&org, &locale)),
+            }));
+        }
+        // Otherwise a transaction. The row is locked and read first only for a tier change,
+        // which checks the new limits against usage.
         let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
         let (tenant, tier_changed) = conn
             .transaction::<_, ApiError, _>(async |conn| {
@@ -855,7 +886,6 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 // instead of three. All are awaited and the update's error comes first: for an
                 // unknown tenant the audit row's foreign key fails too, but the answer is
                 // NOT_FOUND, and the transaction rolls back.
-                let locale_changes = timezone.is_some() || locale.is_some();
                 let shared: &AsyncPgConnection = conn;
                 let (org, audited, read) = tokio::join!(
                     async {

@@ -61,8 +61,12 @@ pub struct AuditEvent {
 }
 
 /// An audit event to record.
+///
+/// `None` is written as NULL (each optional column's default), not as `DEFAULT`: the INSERT then
+/// has one text whatever is set, which keeps it prepared on the connection instead of parsed
+/// and planned on every write.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = audit_events)]
+#[diesel(table_name = audit_events, treat_none_as_default_value = false)]
 pub struct NewAuditEvent<'a> {
     /// Tenant concerned; `None` for a platform event.
     pub organization_id: Option<Uuid>,
