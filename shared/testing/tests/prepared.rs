@@ -10,6 +10,7 @@ use tenantry_db::models::audit::{NewAuditEvent, record_audit};
 use tenantry_db::models::organization::{
     OrganizationChangeset, update_profile, update_profile_audited,
 };
+use tenantry_db::models::settings;
 use tenantry_testing::TestDb;
 use uuid::Uuid;
 
@@ -193,6 +194,40 @@ async fn writes_are_prepared_once_per_connection_and_update_shapes_are_bounded()
         .await,
         0
     );
+
+    // The settings writes every settings RPC makes: the settings row's insert-if-missing, a
+    // feature decision's upsert and the version bump, each prepared once.
+    let mut versions = Vec::new();
+    for enabled in [true, false] {
+        settings::lock_settings(&mut conn, tenant).await.unwrap();
+        settings::upsert_feature(
+            &mut conn,
+            tenant,
+            "advanced_analytics",
+            enabled,
+            "operator_override",
+            None,
+        )
+        .await
+        .unwrap();
+        versions.push(settings::bump_version(&mut conn, tenant).await.unwrap());
+    }
+    assert_eq!(versions[1], versions[0] + 1);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) AS n FROM tenant_features WHERE organization_id = '{tenant}' \
+             AND feature = 'advanced_analytics' AND NOT enabled AND source = 'operator_override'"
+        ))
+        .await,
+        1
+    );
+    for prefix in [
+        "INSERT INTO \"tenant_settings\"",
+        "INSERT INTO \"tenant_features\"",
+        "UPDATE \"tenant_settings\"",
+    ] {
+        assert_eq!(kept(&mut conn, prefix).await, 1, "{prefix}");
+    }
 
     // 70 distinct update shapes (each sets display_name plus another pair of columns): all
     // applied, but only the budget's 64 shapes (the first one included) stay prepared.

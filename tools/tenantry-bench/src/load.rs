@@ -28,6 +28,9 @@ pub(crate) struct Run {
     pub(crate) cpu_us_per_call: Option<f64>,
     /// Which process that CPU time is of.
     pub(crate) cpu_of: Option<&'static str>,
+    /// CPU time of the load generator (this process) per issued call, in µs: for a gRPC run
+    /// the client's share of the cores, taken from the system under test on a shared machine.
+    pub(crate) client_cpu_us_per_call: Option<f64>,
 }
 
 impl Run {
@@ -76,6 +79,7 @@ fn empty_run(label: &str, window: Duration) -> Run {
         stmts_per_call: None,
         cpu_us_per_call: None,
         cpu_of: None,
+        client_cpu_us_per_call: None,
     }
 }
 

@@ -132,13 +132,13 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
     let _ = writeln!(s, "\n## Every run\n");
     let _ = writeln!(
         s,
-        "| Run | req/s | p50 | p99 | p99.9 | max | calls | errors | DB statements/call | CPU µs/call (process) |"
+        "| Run | req/s | p50 | p99 | p99.9 | max | calls | errors | DB statements/call | CPU µs/call (process) | load generator CPU µs/call |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &o.runs {
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.label,
             r.rps(),
             fmt_us(us(r.pct_us(0.5))),
@@ -152,6 +152,8 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
                 "{x:.1} ({})",
                 r.cpu_of.unwrap_or("?")
             )),
+            r.client_cpu_us_per_call
+                .map_or("—".into(), |x| format!("{x:.1}")),
         );
     }
     s.push_str(METHOD);

@@ -171,13 +171,16 @@ impl Bench<'_> {
                 stmts_per_call: None,
                 cpu_us_per_call: None,
                 cpu_of: None,
+                client_cpu_us_per_call: None,
             });
             return Ok(self.runs.len() - 1);
         }
         let s0 = self.client.block_on(self.db.statements())?;
         let c0 = self.cpu_ticks(cpu_of);
+        let me0 = self.cpu_ticks("bench");
         let mut runs = self.client.block_on(fut);
         let c1 = self.cpu_ticks(cpu_of);
+        let me1 = self.cpu_ticks("bench");
         let s1 = self.client.block_on(self.db.statements())?;
         let issued: u64 = runs.iter().map(|r| r.issued).sum();
         let first = self.runs.len();
@@ -192,6 +195,7 @@ impl Bench<'_> {
                 {
                     run.stmts_per_call = Some((s1 - s0) as f64 / issued as f64);
                     run.cpu_us_per_call = Some((c1 - c0) as f64 * tick_us / issued as f64);
+                    run.client_cpu_us_per_call = Some((me1 - me0) as f64 * tick_us / issued as f64);
                 }
                 run.cpu_of = Some(cpu_of);
             }
@@ -264,7 +268,7 @@ impl Bench<'_> {
 fn print_run(r: &Run) {
     println!(
         "{:<52} {:>9.1} req/s  p50 {:>8} µs  p99 {:>8} µs  p99.9 {:>8} µs  max {:>9} µs  \
-         calls {:>7}  errors {:>3}  stmts/call {}  cpu µs/call {}",
+         calls {:>7}  errors {:>3}  stmts/call {}  cpu µs/call {}  client {}",
         r.label,
         r.rps(),
         r.pct_us(0.50),
@@ -278,6 +282,8 @@ fn print_run(r: &Run) {
             "{s:.1} ({})",
             r.cpu_of.unwrap_or("?")
         )),
+        r.client_cpu_us_per_call
+            .map_or("-".into(), |s| format!("{s:.1}")),
     );
     if let Some(e) = &r.first_error {
         println!("    first error: {e}");

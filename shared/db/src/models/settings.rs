@@ -13,6 +13,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::prepared::{Cached, Shapes};
 use crate::schema::{
     idempotency_keys, integrations, organizations, tenant_features, tenant_settings,
 };
@@ -180,11 +181,13 @@ pub async fn find_settings(
 ///
 /// The database error (a foreign-key violation when the tenant does not exist).
 pub async fn lock_settings(conn: &mut AsyncPgConnection, tenant: Uuid) -> QueryResult<SettingsRow> {
-    diesel::insert_into(tenant_settings::table)
-        .values(tenant_settings::organization_id.eq(tenant))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
+    Cached::always(
+        diesel::insert_into(tenant_settings::table)
+            .values(tenant_settings::organization_id.eq(tenant))
+            .on_conflict_do_nothing(),
+    )
+    .execute(conn)
+    .await?;
     tenant_settings::table
         .find(tenant)
         .select(SettingsRow::as_select())
@@ -205,15 +208,17 @@ pub async fn create_settings_if_missing(
     security: &Value,
     compliance: &Value,
 ) -> QueryResult<bool> {
-    let n = diesel::insert_into(tenant_settings::table)
-        .values((
-            tenant_settings::organization_id.eq(tenant),
-            tenant_settings::security.eq(security),
-            tenant_settings::compliance.eq(compliance),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
+    let n = Cached::always(
+        diesel::insert_into(tenant_settings::table)
+            .values((
+                tenant_settings::organization_id.eq(tenant),
+                tenant_settings::security.eq(security),
+                tenant_settings::compliance.eq(compliance),
+            ))
+            .on_conflict_do_nothing(),
+    )
+    .execute(conn)
+    .await?;
     Ok(n == 1)
 }
 
@@ -255,14 +260,43 @@ pub async fn update_settings(
     tenant: Uuid,
     changes: &SettingsChangeset<'_>,
 ) -> QueryResult<SettingsRow> {
-    diesel::update(tenant_settings::table.find(tenant))
-        .set((
-            changes,
-            tenant_settings::version.eq(tenant_settings::version + 1),
-        ))
-        .returning(SettingsRow::as_returning())
-        .get_result(conn)
-        .await
+    // One text per set of columns changed: kept prepared for the first 64 of them.
+    static SHAPES: Shapes = Shapes::new(64);
+    Cached::within(
+        diesel::update(tenant_settings::table.find(tenant))
+            .set((
+                changes,
+                tenant_settings::version.eq(tenant_settings::version + 1),
+            ))
+            .returning(SettingsRow::as_returning()),
+        &SHAPES,
+        changes.shape(),
+    )
+    .get_result(conn)
+    .await
+}
+
+impl SettingsChangeset<'_> {
+    /// A bit per column the changeset sets: the UPDATE's text is the same for the same bits.
+    #[must_use]
+    pub fn shape(&self) -> u64 {
+        [
+            self.timezone.is_some(),
+            self.locale.is_some(),
+            self.logo_url.is_some(),
+            self.primary_color.is_some(),
+            self.secondary_color.is_some(),
+            self.custom_domain.is_some(),
+            self.custom_css.is_some(),
+            self.default_theme.is_some(),
+            self.security.is_some(),
+            self.compliance.is_some(),
+            self.custom_settings.is_some(),
+        ]
+        .iter()
+        .enumerate()
+        .fold(0, |bits, (i, set)| bits | (u64::from(*set) << i))
+    }
 }
 
 /// Increments the configuration version (for a change stored in another table) and returns it.
@@ -272,11 +306,13 @@ pub async fn update_settings(
 /// The database error (`NotFound` when the settings row is missing: call [`lock_settings`]
 /// first).
 pub async fn bump_version(conn: &mut AsyncPgConnection, tenant: Uuid) -> QueryResult<i64> {
-    diesel::update(tenant_settings::table.find(tenant))
-        .set(tenant_settings::version.eq(tenant_settings::version + 1))
-        .returning(tenant_settings::version)
-        .get_result(conn)
-        .await
+    Cached::always(
+        diesel::update(tenant_settings::table.find(tenant))
+            .set(tenant_settings::version.eq(tenant_settings::version + 1))
+            .returning(tenant_settings::version),
+    )
+    .get_result(conn)
+    .await
 }
 
 /// Takes a transaction-scoped advisory lock on a custom domain, so two tenants claiming the same
@@ -365,23 +401,25 @@ pub async fn upsert_feature(
     source: &str,
     updated_by: Option<Uuid>,
 ) -> QueryResult<()> {
-    diesel::insert_into(tenant_features::table)
-        .values((
-            tenant_features::organization_id.eq(tenant),
-            tenant_features::feature.eq(feature),
-            tenant_features::enabled.eq(enabled),
-            tenant_features::source.eq(source),
-            tenant_features::updated_by.eq(updated_by),
-        ))
-        .on_conflict((tenant_features::organization_id, tenant_features::feature))
-        .do_update()
-        .set((
-            tenant_features::enabled.eq(excluded(tenant_features::enabled)),
-            tenant_features::source.eq(excluded(tenant_features::source)),
-            tenant_features::updated_by.eq(excluded(tenant_features::updated_by)),
-        ))
-        .execute(conn)
-        .await?;
+    Cached::always(
+        diesel::insert_into(tenant_features::table)
+            .values((
+                tenant_features::organization_id.eq(tenant),
+                tenant_features::feature.eq(feature),
+                tenant_features::enabled.eq(enabled),
+                tenant_features::source.eq(source),
+                tenant_features::updated_by.eq(updated_by),
+            ))
+            .on_conflict((tenant_features::organization_id, tenant_features::feature))
+            .do_update()
+            .set((
+                tenant_features::enabled.eq(excluded(tenant_features::enabled)),
+                tenant_features::source.eq(excluded(tenant_features::source)),
+                tenant_features::updated_by.eq(excluded(tenant_features::updated_by)),
+            )),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -500,24 +538,26 @@ pub async fn upsert_integration(
     config: &Value,
     secrets: &Value,
 ) -> QueryResult<IntegrationRow> {
-    diesel::insert_into(integrations::table)
-        .values((
-            integrations::organization_id.eq(tenant),
-            integrations::name.eq(name),
-            integrations::enabled.eq(enabled),
-            integrations::config.eq(config),
-            integrations::secrets.eq(secrets),
-        ))
-        .on_conflict((integrations::organization_id, integrations::name))
-        .do_update()
-        .set((
-            integrations::enabled.eq(excluded(integrations::enabled)),
-            integrations::config.eq(excluded(integrations::config)),
-            integrations::secrets.eq(excluded(integrations::secrets)),
-        ))
-        .returning(IntegrationRow::as_returning())
-        .get_result(conn)
-        .await
+    Cached::always(
+        diesel::insert_into(integrations::table)
+            .values((
+                integrations::organization_id.eq(tenant),
+                integrations::name.eq(name),
+                integrations::enabled.eq(enabled),
+                integrations::config.eq(config),
+                integrations::secrets.eq(secrets),
+            ))
+            .on_conflict((integrations::organization_id, integrations::name))
+            .do_update()
+            .set((
+                integrations::enabled.eq(excluded(integrations::enabled)),
+                integrations::config.eq(excluded(integrations::config)),
+                integrations::secrets.eq(excluded(integrations::secrets)),
+            ))
+            .returning(IntegrationRow::as_returning()),
+    )
+    .get_result(conn)
+    .await
 }
 
 /// Deletes an integration; returns whether it existed.
