@@ -79,6 +79,14 @@ impl<Q: Query> Query for Cached<Q> {
     type SqlType = Q::SqlType;
 }
 
+/// The shape of a changeset that sets the columns flagged in `set`: a bit per column, in order.
+#[must_use]
+pub fn shape_of(set: &[bool]) -> u64 {
+    set.iter()
+        .enumerate()
+        .fold(0, |bits, (i, on)| bits | (u64::from(*on) << i))
+}
+
 /// How many distinct shapes of one statement may be kept prepared (see [`Cached::within`]).
 #[derive(Debug)]
 pub struct Shapes {
@@ -115,7 +123,13 @@ impl Shapes {
 
 #[cfg(test)]
 mod tests {
-    use super::Shapes;
+    use super::{Shapes, shape_of};
+
+    #[test]
+    fn a_shape_has_a_bit_per_column_set() {
+        assert_eq!(shape_of(&[true, false, true]), 0b101);
+        assert_eq!(shape_of(&[]), 0);
+    }
 
     #[test]
     fn a_budget_admits_its_first_shapes_and_keeps_admitting_them() {

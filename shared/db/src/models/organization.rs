@@ -14,7 +14,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::prepared::{Cached, Shapes};
+use crate::prepared::{Cached, Shapes, shape_of};
 use crate::schema::organizations;
 
 /// Lifecycle status of a tenant (column `status`).
@@ -421,7 +421,7 @@ impl OrganizationChangeset<'_> {
     /// A bit per column the changeset sets: the UPDATE's text is the same for the same bits.
     #[must_use]
     pub fn shape(&self) -> u64 {
-        [
+        shape_of(&[
             self.name.is_some(),
             self.display_name.is_some(),
             self.description.is_some(),
@@ -437,10 +437,7 @@ impl OrganizationChangeset<'_> {
             self.billing_address.is_some(),
             self.tax_id.is_some(),
             self.updated_by.is_some(),
-        ]
-        .iter()
-        .enumerate()
-        .fold(0, |bits, (i, set)| bits | (u64::from(*set) << i))
+        ])
     }
 }
 

@@ -13,7 +13,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::prepared::{Cached, Shapes};
+use crate::prepared::{Cached, Shapes, shape_of};
 use crate::schema::{
     idempotency_keys, integrations, organizations, tenant_features, tenant_settings,
 };
@@ -280,7 +280,7 @@ impl SettingsChangeset<'_> {
     /// A bit per column the changeset sets: the UPDATE's text is the same for the same bits.
     #[must_use]
     pub fn shape(&self) -> u64 {
-        [
+        shape_of(&[
             self.timezone.is_some(),
             self.locale.is_some(),
             self.logo_url.is_some(),
@@ -292,10 +292,7 @@ impl SettingsChangeset<'_> {
             self.security.is_some(),
             self.compliance.is_some(),
             self.custom_settings.is_some(),
-        ]
-        .iter()
-        .enumerate()
-        .fold(0, |bits, (i, set)| bits | (u64::from(*set) << i))
+        ])
     }
 }
 
