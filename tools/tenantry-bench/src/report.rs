@@ -183,7 +183,8 @@ services' background work (trial sweep, provisioning worker, outbox sender) duri
 that noise floor is why the cached read is judged as `< 0.01`.
 - **CPU per call**: utime + stime of the serving process from `/proc/<pid>/stat` over the run, \
 divided by the calls issued (for the in-process baselines, the bench process itself, load \
-generator included).
+generator included). The last column is the load generator's own CPU per call (the bench \
+process): on a shared 2-core machine it is taken from the system under test.
 - **B1 echo**: a bare tonic server in its own process with the services' `Server::builder()` \
 settings (HTTP/1 accepted, grpc-web layer, the same per-call trace span), no auth, no cache, \
 answering `TenantSettingsService/CheckFeatures` with a copy of a real answer (same message \
@@ -212,8 +213,9 @@ S2's), and over 64 connections with one call each, while the backends of the ser
 once by walking `next_page_token`, then fetched with that token); B6 is the same 50-row \
 keyset read with tokio-postgres at the same cursor, and B6 + count adds the `count(*)` that \
 `total_size` needs.
-- **S5 / B5**: `UpdateTenant` (display name) vs a bare autocommit `UPDATE` of one row, each \
-task on its own stripe of tenants.
+- **S5 / B5**: `UpdateTenant` (display name: one statement, the `UPDATE`, its audit row and \
+the read of the row with its locale settings, `organization::update_profile_audited`) vs a \
+bare autocommit `UPDATE` of one row, each task on its own stripe of tenants.
 - **S3**: 95 % `CheckFeatures`, 3 % `GetTenant`, 1 % `ListTenants`, 1 % `GrantFeatureOverride` \
 (a write that invalidates the tenant's cache in every replica through LISTEN/NOTIFY). Meanwhile \
 a probe flips a feature and reads it back from another connection until it answers the new \
