@@ -10,7 +10,7 @@ use tenantry_db::models::audit::{NewAuditEvent, record_audit};
 use tenantry_db::models::organization::{
     OrganizationChangeset, update_profile, update_profile_audited,
 };
-use tenantry_db::models::settings;
+use tenantry_db::models::{outbox, settings};
 use tenantry_testing::TestDb;
 use uuid::Uuid;
 
@@ -228,6 +228,45 @@ async fn writes_are_prepared_once_per_connection_and_update_shapes_are_bounded()
     ] {
         assert_eq!(kept(&mut conn, prefix).await, 1, "{prefix}");
     }
+
+    // The outbox's queueing and delivery writes: one INSERT and one UPDATE text each.
+    let mut queued = Vec::new();
+    for n in 0..2 {
+        let message_id = format!("prepared-{n}@tenantry.test");
+        let fresh = outbox::enqueue(
+            &mut conn,
+            &outbox::NewOutboxMessage {
+                organization_id: tenant,
+                message_id: &message_id,
+                kind: "notification",
+                to_address: "owner@prepared.test",
+                subject: "Prepared",
+                body_text: "Kept prepared.",
+                payload: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(fresh);
+        queued.push(message_id);
+    }
+    for message_id in &queued {
+        let msg = outbox::find_by_message_id(&mut conn, message_id)
+            .await
+            .unwrap()
+            .unwrap();
+        outbox::mark_sent(&mut conn, msg.id).await.unwrap();
+    }
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) AS n FROM email_outbox WHERE organization_id = '{tenant}' \
+             AND status = 'sent'"
+        ))
+        .await,
+        2
+    );
+    assert_eq!(kept(&mut conn, "INSERT INTO \"email_outbox\"").await, 1);
+    assert_eq!(kept(&mut conn, "UPDATE \"email_outbox\"").await, 1);
 
     // 70 distinct update shapes (each sets display_name plus another pair of columns): all
     // applied, but only the budget's 64 shapes (the first one included) stay prepared.

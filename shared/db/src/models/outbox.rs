@@ -12,6 +12,7 @@ use diesel::sql_types::{BigInt, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::prepared::Cached;
 use crate::schema::{email_outbox, password_tokens};
 
 /// A message in the outbox.
@@ -77,12 +78,14 @@ pub async fn enqueue(
     conn: &mut AsyncPgConnection,
     msg: &NewOutboxMessage<'_>,
 ) -> QueryResult<bool> {
-    let n = diesel::insert_into(email_outbox::table)
-        .values(msg)
-        .on_conflict(email_outbox::message_id)
-        .do_nothing()
-        .execute(conn)
-        .await?;
+    let n = Cached::always(
+        diesel::insert_into(email_outbox::table)
+            .values(msg)
+            .on_conflict(email_outbox::message_id)
+            .do_nothing(),
+    )
+    .execute(conn)
+    .await?;
     Ok(n == 1)
 }
 
@@ -134,14 +137,13 @@ pub async fn claim_due(
 ///
 /// The database error.
 pub async fn mark_sent(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
-    diesel::update(email_outbox::table.find(id))
-        .set((
-            email_outbox::status.eq("sent"),
-            email_outbox::sent_at.eq(diesel::dsl::now),
-            email_outbox::last_error.eq(None::<String>),
-        ))
-        .execute(conn)
-        .await?;
+    Cached::always(diesel::update(email_outbox::table.find(id)).set((
+        email_outbox::status.eq("sent"),
+        email_outbox::sent_at.eq(diesel::dsl::now),
+        email_outbox::last_error.eq(None::<String>),
+    )))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -156,13 +158,13 @@ pub async fn mark_retry(
     delay_ms: i64,
     error: &str,
 ) -> QueryResult<()> {
-    diesel::sql_query(
+    Cached::always(diesel::sql_query(
         "UPDATE email_outbox SET next_attempt_at = now() + make_interval(secs => $2::double precision / 1000), \
              last_error = $3 WHERE id = $1 AND status = 'pending'",
     )
     .bind::<SqlUuid, _>(id)
     .bind::<BigInt, _>(delay_ms)
-    .bind::<diesel::sql_types::Text, _>(error)
+    .bind::<diesel::sql_types::Text, _>(error))
     .execute(conn)
     .await?;
     Ok(())
@@ -174,13 +176,12 @@ pub async fn mark_retry(
 ///
 /// The database error.
 pub async fn mark_failed(conn: &mut AsyncPgConnection, id: Uuid, error: &str) -> QueryResult<()> {
-    diesel::update(email_outbox::table.find(id))
-        .set((
-            email_outbox::status.eq("failed"),
-            email_outbox::last_error.eq(Some(error)),
-        ))
-        .execute(conn)
-        .await?;
+    Cached::always(diesel::update(email_outbox::table.find(id)).set((
+        email_outbox::status.eq("failed"),
+        email_outbox::last_error.eq(Some(error)),
+    )))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -207,15 +208,14 @@ pub async fn mint_password_token(
     )
     .execute(conn)
     .await?;
-    diesel::insert_into(password_tokens::table)
-        .values((
-            password_tokens::organization_id.eq(tenant),
-            password_tokens::user_id.eq(user),
-            password_tokens::token_hash.eq(token_hash),
-            password_tokens::purpose.eq(purpose),
-            password_tokens::expires_at.eq(expires_at),
-        ))
-        .execute(conn)
-        .await?;
+    Cached::always(diesel::insert_into(password_tokens::table).values((
+        password_tokens::organization_id.eq(tenant),
+        password_tokens::user_id.eq(user),
+        password_tokens::token_hash.eq(token_hash),
+        password_tokens::purpose.eq(purpose),
+        password_tokens::expires_at.eq(expires_at),
+    )))
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::prepared::Cached;
 use crate::schema::{password_tokens, platform_admins, users};
 
 diesel::define_sql_function! {
@@ -182,13 +183,15 @@ pub async fn set_role(
     id: Uuid,
     org_role: &str,
 ) -> QueryResult<User> {
-    diesel::update(
-        users::table
-            .filter(users::organization_id.eq(tenant))
-            .filter(users::id.eq(id)),
+    Cached::always(
+        diesel::update(
+            users::table
+                .filter(users::organization_id.eq(tenant))
+                .filter(users::id.eq(id)),
+        )
+        .set(users::org_role.eq(org_role))
+        .returning(User::as_returning()),
     )
-    .set(users::org_role.eq(org_role))
-    .returning(User::as_returning())
     .get_result(conn)
     .await
 }
@@ -233,15 +236,14 @@ fn failed_login_sql(table: &str) -> String {
 ///
 /// `NotFound`, or the database error.
 pub async fn record_login(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
-    diesel::update(users::table.find(id))
-        .set((
-            users::failed_login_attempts.eq(0),
-            users::locked_until.eq(None::<DateTime<Utc>>),
-            users::last_login_at.eq(Some(Utc::now())),
-        ))
-        .execute(conn)
-        .await
-        .map(|_| ())
+    Cached::always(diesel::update(users::table.find(id)).set((
+        users::failed_login_attempts.eq(0),
+        users::locked_until.eq(None::<DateTime<Utc>>),
+        users::last_login_at.eq(Some(Utc::now())),
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Sets a new password hash: clears any login lock, activates a pending user and stamps
@@ -394,11 +396,13 @@ pub async fn find_password_token(
 ///
 /// The database error.
 pub async fn use_password_token(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
-    diesel::update(password_tokens::table.find(id))
-        .set(password_tokens::used_at.eq(Some(Utc::now())))
-        .execute(conn)
-        .await
-        .map(|_| ())
+    Cached::always(
+        diesel::update(password_tokens::table.find(id))
+            .set(password_tokens::used_at.eq(Some(Utc::now()))),
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// A platform (super) admin account: every column of `platform_admins`, in table order. Visible
@@ -502,13 +506,12 @@ pub async fn record_platform_admin_login(
     conn: &mut AsyncPgConnection,
     id: Uuid,
 ) -> QueryResult<()> {
-    diesel::update(platform_admins::table.find(id))
-        .set((
-            platform_admins::failed_login_attempts.eq(0),
-            platform_admins::locked_until.eq(None::<DateTime<Utc>>),
-            platform_admins::last_login_at.eq(Some(Utc::now())),
-        ))
-        .execute(conn)
-        .await
-        .map(|_| ())
+    Cached::always(diesel::update(platform_admins::table.find(id)).set((
+        platform_admins::failed_login_attempts.eq(0),
+        platform_admins::locked_until.eq(None::<DateTime<Utc>>),
+        platform_admins::last_login_at.eq(Some(Utc::now())),
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
