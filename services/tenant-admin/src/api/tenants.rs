@@ -818,19 +818,22 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         // common case) is one statement: the UPDATE, its audit row and the read of the
         // tenant with its locale, committed together; Postgres parses and plans it once per
         // connection and update mask.
-        let locale_changes = timezone.is_some() || locale.is_some();
-        if new_tier.is_none() && !locale_changes {
-            let event = actor.event(
+        let event = |previous_tier: Option<String>| {
+            actor.event(
                 Some(id),
                 &method,
                 "tenant",
                 id,
                 serde_json::json!({
                     "changed_fields": paths,
-                    "previous_tier": null,
+                    "previous_tier": previous_tier,
                 }),
                 None,
-            );
+            )
+        };
+        let locale_changes = timezone.is_some() || locale.is_some();
+        if new_tier.is_none() && !locale_changes {
+            let event = event(None);
             let mut conn = self.state.platform.get().await.map_err(ApiError::from)?;
             let (org, locale) =
                 organization::update_profile_audited(&mut **conn, id, &changes, &event)
@@ -870,17 +873,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                         tier_changed = Some(tier);
                     }
                 }
-                let event = actor.event(
-                    Some(id),
-                    &method,
-                    "tenant",
-                    id,
-                    serde_json::json!({
-                        "changed_fields": paths,
-                        "previous_tier": previous_tier,
-                    }),
-                    None,
-                );
+                let event = event(previous_tier);
                 // The update, the audit row and (unless the locale settings change too) the
                 // locale read go out pipelined on the transaction's connection: one round trip
                 // instead of three. All are awaited and the update's error comes first: for an
