@@ -46,11 +46,6 @@ impl<Q> Cached<Q> {
             keep: budget.admit(shape),
         }
     }
-
-    /// Whether the statement goes into the cache (or is left to diesel's own choice).
-    pub const fn is_kept(&self) -> bool {
-        self.keep
-    }
 }
 
 impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Cached<Q> {
