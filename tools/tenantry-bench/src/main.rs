@@ -89,6 +89,10 @@ fn main() -> std::process::ExitCode {
         let arg = |i: usize| argv.get(i).map_or("", String::as_str);
         return serve(arg(2), arg(3), arg(4));
     }
+    if let Err(e) = stack::clean_up_on_signals() {
+        eprintln!("tenantry-bench: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let mut args = Args::parse();
     if !args.only.is_empty() && (args.write.is_some() || args.smoke) {
         eprintln!("tenantry-bench: --only runs a part of the suite; it writes and judges nothing");
@@ -200,6 +204,14 @@ fn main() -> std::process::ExitCode {
 /// `__serve <name>`: one service from its environment, as its own binary would run it; or
 /// `__serve echo <addr> <answer>`, the echo baseline.
 fn serve(name: &str, echo_addr: &str, echo_answer: &str) -> std::process::ExitCode {
+    // A session of its own, as a deployment gives each service a cgroup of its own. With
+    // autogroup scheduling (`kernel.sched_autogroup_enabled`, on in most distributions'
+    // kernels and on these machines), the CPU is shared fairly between sessions before it is
+    // shared between their threads: left in the bench's session, every served process would
+    // split one share with the load generator, while each Postgres backend (which starts a
+    // session of its own) has a whole share. Failing (already a session leader) changes
+    // nothing.
+    let _ = nix::unistd::setsid();
     tenantry_runtime::telemetry::init();
     // The same runtime as the services' own binaries, sized by TENANTRY_WORKER_THREADS.
     let rt = match tenantry_runtime::rt::from_env() {

@@ -62,7 +62,8 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
         "- Layout: each service and the echo server in a process of its own (the bench binary \
          re-executed as `__serve <name>`, configured by environment like a deployment, \
          `DATABASE_POOL_SIZE={}`, `TENANTRY_BCRYPT_COST={}`, `TENANTRY_WORKER_THREADS={}`: \
-         {}); a private Postgres 15 \
+         {}; each in a session of its own, so that with autogroup scheduling each gets a CPU \
+         share of its own, as a container or a systemd unit does); a private Postgres 15 \
          (durable: fsync and synchronous commit on) with `pg_stat_statements`; the load \
          generator on {} tokio worker(s). Everything shares the same {cpus} cores (the shared \
          layout of the reference).\n",

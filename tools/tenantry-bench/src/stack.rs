@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -26,6 +27,58 @@ const DB: &str = "tenantry_bench";
 struct N {
     #[diesel(sql_type = BigInt)]
     n: i64,
+}
+
+/// What an interrupted run would leave behind: the served processes (each in a session of its
+/// own, so a terminal's Ctrl-C does not reach them) and the private Postgres (which starts a
+/// session of its own too). Registered as they start; [`clean_up_on_signals`] ends them.
+static LEFTOVERS: Mutex<Leftovers> = Mutex::new(Leftovers {
+    pids: Vec::new(),
+    clusters: Vec::new(),
+});
+
+struct Leftovers {
+    pids: Vec<i32>,
+    clusters: Vec<(Cluster, PathBuf)>,
+}
+
+fn leftovers() -> std::sync::MutexGuard<'static, Leftovers> {
+    LEFTOVERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: ends the served processes, stops and removes the private
+/// Postgres, and exits with 128 + the signal's number. Call first thing in `main`, before any
+/// other thread starts, so that every thread leaves those signals to the one waiting for them
+/// (a child's signal mask is reset when it is spawned).
+///
+/// # Errors
+///
+/// When the signals cannot be blocked or the waiting thread cannot start.
+pub(crate) fn clean_up_on_signals() -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block().context("blocking the stop signals")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let Ok(sig) = set.wait() else { return };
+            eprintln!("tenantry-bench: {sig}: stopping the services and the private Postgres");
+            let left = leftovers();
+            for &pid in &left.pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            for (cluster, base) in &left.clusters {
+                let _ = cluster.stop();
+                let _ = std::fs::remove_dir_all(base);
+            }
+            std::process::exit(128 + sig as i32);
+        })?;
+    Ok(())
 }
 
 /// The private Postgres cluster; stopped and removed when dropped.
@@ -58,6 +111,7 @@ impl Db {
         })
         .await?
         .context("starting the private Postgres (initdb, pg_ctl)")?;
+        leftovers().clusters.push((cluster.clone(), base.clone()));
         let server_url = cluster.admin_url("postgres");
         let admin_url = cluster.admin_url(DB);
         tenantry_db::ensure_database(&server_url, DB).await?;
@@ -119,6 +173,7 @@ impl Drop for Db {
     fn drop(&mut self) {
         let _ = self.cluster.stop();
         let _ = std::fs::remove_dir_all(&self.base);
+        leftovers().clusters.retain(|(_, base)| *base != self.base);
     }
 }
 
@@ -197,6 +252,7 @@ impl Drop for Proc {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGTERM,
             );
+            leftovers().pids.retain(|&p| p != pid);
         }
     }
 }
@@ -276,6 +332,9 @@ impl Spawn<'_> {
             .kill_on_drop(true);
         cmd.args(args);
         let child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            leftovers().pids.push(pid);
+        }
         let mut p = Proc { name, child };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
