@@ -121,26 +121,29 @@ pub(crate) fn role_from_proto(v: i32) -> Option<tenantry_auth::OrgRole> {
     }
 }
 
-/// A JSON value as a protobuf `Value`, taking the strings over rather than copying them.
-pub(crate) fn json_to_value(v: serde_json::Value) -> prost_types::Value {
+/// A JSON value as a protobuf `Value`.
+pub(crate) fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
     use prost_types::value::Kind;
     let kind = match v {
         serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
         serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.into_iter().map(json_to_value).collect(),
+            values: a.iter().map(json_to_value).collect(),
         }),
-        v @ serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(v)),
+        serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(v)),
     };
     prost_types::Value { kind: Some(kind) }
 }
 
 /// A JSON object as a protobuf `Struct` (anything else gives an empty one).
-pub(crate) fn json_to_struct(v: serde_json::Value) -> prost_types::Struct {
+pub(crate) fn json_to_struct(v: &serde_json::Value) -> prost_types::Struct {
     let fields = match v {
-        serde_json::Value::Object(m) => m.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
         _ => Default::default(),
     };
     prost_types::Struct { fields }
@@ -197,110 +200,68 @@ impl Default for Locale {
     }
 }
 
-/// The `Tenant` message of a row, which it takes over: its strings and JSON move into the
-/// message instead of being copied (a listing page converts 50 rows).
-pub(crate) fn tenant(org: Organization, locale: Locale) -> pb::Tenant {
+/// The `Tenant` message of a row.
+pub(crate) fn tenant(org: &Organization, locale: &Locale) -> pb::Tenant {
     let now = Utc::now();
     let status = org.status();
-    let tier = org.tier();
-    let current_api_calls_this_month =
-        tenantry_db::models::usage::Metric::ApiCalls.read(&org).0 as i64;
-    let Organization {
-        id,
-        name,
-        slug,
-        display_name,
-        description,
-        website,
-        email,
-        phone,
-        address,
-        organization_type,
-        industry,
-        size_category,
-        is_active,
-        is_verified,
-        max_users,
-        max_classes,
-        max_storage_gb,
-        max_api_calls_per_month,
-        max_roblox_sessions,
-        current_users,
-        current_classes,
-        current_storage_gb,
-        current_roblox_sessions,
-        trial_started_at,
-        trial_expires_at,
-        subscription_started_at,
-        subscription_expires_at,
-        last_billing_date,
-        next_billing_date,
-        billing_email,
-        billing_address,
-        tax_id,
-        suspension_reason,
-        deleted_at,
-        created_at,
-        updated_at,
-        created_by,
-        ..
-    } = org;
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
     pb::Tenant {
-        tenant_id: id.to_string(),
-        display_name: display_name.unwrap_or_else(|| name.clone()),
-        name,
-        slug,
-        description: description.unwrap_or_default(),
-        website: website.unwrap_or_default(),
-        email: email.unwrap_or_default(),
-        phone: phone.unwrap_or_default(),
-        address: Some(json_to_struct(address)),
-        timezone: locale.timezone,
-        locale: locale.locale,
-        organization_type,
-        industry: industry.unwrap_or_default(),
-        size_category: size_category.unwrap_or_default(),
-        subscription_tier: tier_to_proto(tier).into(),
+        tenant_id: org.id.to_string(),
+        name: org.name.clone(),
+        slug: org.slug.clone(),
+        display_name: org.display_name.clone().unwrap_or_else(|| org.name.clone()),
+        description: text(&org.description),
+        website: text(&org.website),
+        email: text(&org.email),
+        phone: text(&org.phone),
+        address: Some(json_to_struct(&org.address)),
+        timezone: locale.timezone.clone(),
+        locale: locale.locale.clone(),
+        organization_type: org.organization_type.clone(),
+        industry: text(&org.industry),
+        size_category: text(&org.size_category),
+        subscription_tier: tier_to_proto(org.tier()).into(),
         status: status_to_proto(status).into(),
-        is_active,
-        is_verified,
+        is_active: org.is_active,
+        is_verified: org.is_verified,
         limits: Some(common::TenantLimits {
-            max_users,
-            max_classes,
-            max_storage_gb,
-            max_api_calls_per_month: i64::from(max_api_calls_per_month),
-            max_roblox_sessions,
+            max_users: org.max_users,
+            max_classes: org.max_classes,
+            max_storage_gb: org.max_storage_gb,
+            max_api_calls_per_month: i64::from(org.max_api_calls_per_month),
+            max_roblox_sessions: org.max_roblox_sessions,
         }),
         usage: Some(common::TenantUsage {
-            current_users,
-            current_classes,
-            current_storage_gb,
-            current_api_calls_this_month,
-            current_roblox_sessions,
+            current_users: org.current_users,
+            current_classes: org.current_classes,
+            current_storage_gb: org.current_storage_gb,
+            current_api_calls_this_month: tenantry_db::models::usage::Metric::ApiCalls.read(org).0
+                as i64,
+            current_roblox_sessions: org.current_roblox_sessions,
         }),
         // Owned by tenant-settings (tier matrix + toggles); see the hand-over notes.
         enabled_features: Vec::new(),
-        trial_started_at: opt_timestamp(trial_started_at),
-        trial_expires_at: opt_timestamp(trial_expires_at),
-        trial_days_remaining: match (status, trial_expires_at) {
+        trial_started_at: opt_timestamp(org.trial_started_at),
+        trial_expires_at: opt_timestamp(org.trial_expires_at),
+        trial_days_remaining: match (status, org.trial_expires_at) {
             (Status::Trial, Some(end)) => Some(days_until(end, now)),
             _ => None,
         },
-        subscription_started_at: opt_timestamp(subscription_started_at),
-        subscription_expires_at: opt_timestamp(subscription_expires_at),
-        last_billing_date: opt_timestamp(last_billing_date),
-        next_billing_date: opt_timestamp(next_billing_date),
-        billing_email: billing_email.unwrap_or_default(),
-        billing_address: Some(json_to_struct(billing_address)),
-        tax_id: tax_id.unwrap_or_default(),
+        subscription_started_at: opt_timestamp(org.subscription_started_at),
+        subscription_expires_at: opt_timestamp(org.subscription_expires_at),
+        last_billing_date: opt_timestamp(org.last_billing_date),
+        next_billing_date: opt_timestamp(org.next_billing_date),
+        billing_email: text(&org.billing_email),
+        billing_address: Some(json_to_struct(&org.billing_address)),
+        tax_id: text(&org.tax_id),
         suspended_reason: if status == Status::Suspended {
-            suspension_reason.unwrap_or_default()
+            text(&org.suspension_reason)
         } else {
             String::new()
         },
-        deleted_at: opt_timestamp(deleted_at),
-        created_at: Some(timestamp(created_at)),
-        updated_at: Some(timestamp(updated_at)),
-        created_by_id: created_by.map(|u| u.to_string()).unwrap_or_default(),
+        deleted_at: opt_timestamp(org.deleted_at),
+        created_at: Some(timestamp(org.created_at)),
+        updated_at: Some(timestamp(org.updated_at)),
+        created_by_id: org.created_by.map(|u| u.to_string()).unwrap_or_default(),
     }
 }

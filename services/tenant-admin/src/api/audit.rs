@@ -25,17 +25,17 @@ impl AuditApi {
     }
 }
 
-fn event_message(e: audit::AuditEvent) -> pb::AuditEvent {
+fn event_message(e: &audit::AuditEvent) -> pb::AuditEvent {
     pb::AuditEvent {
         event_id: e.id.to_string(),
         tenant_id: e.organization_id.map(|t| t.to_string()).unwrap_or_default(),
-        actor_id: e.actor_id.unwrap_or_default(),
-        actor_role: e.actor_role.unwrap_or_default(),
-        action: e.action,
-        target_type: e.target_type.unwrap_or_default(),
-        target_id: e.target_id.unwrap_or_default(),
-        metadata: Some(convert::json_to_struct(e.metadata)),
-        request_id: e.request_id.unwrap_or_default(),
+        actor_id: e.actor_id.clone().unwrap_or_default(),
+        actor_role: e.actor_role.clone().unwrap_or_default(),
+        action: e.action.clone(),
+        target_type: e.target_type.clone().unwrap_or_default(),
+        target_id: e.target_id.clone().unwrap_or_default(),
+        metadata: Some(convert::json_to_struct(&e.metadata)),
+        request_id: e.request_id.clone().unwrap_or_default(),
         created_at: Some(convert::timestamp(e.created_at)),
     }
 }
@@ -151,7 +151,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
                     _ => String::new(),
                 };
                 Ok(pb::ListAuditEventsResponse {
-                    audit_events: rows.into_iter().map(event_message).collect(),
+                    audit_events: rows.iter().map(event_message).collect(),
                     next_page_token,
                     total_size: i32::try_from(total).unwrap_or(i32::MAX),
                 })

@@ -270,7 +270,7 @@ impl OrganizationsApi {
         conn.transaction(async |conn| {
             set_scope(conn, Scope::Tenant(tenant)).await?;
             let org = load_tenant(conn, caller, tenant, false).await?;
-            super::orgs::tenant_message(conn, org).await
+            super::orgs::tenant_message(conn, &org).await
         })
         .await
     }
@@ -518,7 +518,7 @@ impl OrganizationsApi {
                 .await?;
                 let org = org_model::find(conn, tenant).await?;
                 let response = pb::CreateOrganizationResponse {
-                    tenant: Some(super::orgs::tenant_message(conn, org).await?),
+                    tenant: Some(super::orgs::tenant_message(conn, &org).await?),
                     admin: Some(convert::member(&admin)),
                     access_token: String::new(),
                     token_type: "Bearer".into(),
@@ -685,7 +685,7 @@ impl OrganizationsApi {
                     serde_json::json!({ "changed_fields": paths }),
                 )
                 .await?;
-                super::orgs::tenant_message(conn, org).await
+                super::orgs::tenant_message(conn, &org).await
             })
             .await?;
         Ok(pb::UpdateOrganizationResponse {
@@ -1303,7 +1303,7 @@ impl OrganizationsApi {
         let message = conn
             .transaction(async |conn| {
                 set_scope(conn, Scope::Tenant(tenant)).await?;
-                super::orgs::tenant_message(conn, changed.org).await
+                super::orgs::tenant_message(conn, &changed.org).await
             })
             .await?;
         Ok(pb::UpdateSubscriptionResponse {

@@ -211,10 +211,12 @@ where
 }
 
 /// The `Tenant` message of one row, with its locale settings.
-async fn tenant_message(conn: &mut AsyncPgConnection, org: Organization) -> ApiResult<pb::Tenant> {
-    let mut l = locales(conn, &[org.id]).await?;
-    let locale = l.remove(&org.id).unwrap_or_default();
-    Ok(convert::tenant(org, locale))
+async fn tenant_message(conn: &mut AsyncPgConnection, org: &Organization) -> ApiResult<pb::Tenant> {
+    let l = locales(conn, &[org.id]).await?;
+    Ok(convert::tenant(
+        org,
+        &l.get(&org.id).cloned().unwrap_or_default(),
+    ))
 }
 
 /// Writes timezone and/or locale into the tenant's settings row (creating it with defaults).
@@ -318,7 +320,7 @@ impl TenantsApi {
                     updated
                 }
             };
-            tenant_message(conn, org).await
+            tenant_message(conn, &org).await
         })
         .await
     }
@@ -491,16 +493,15 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                     ),
                 )
                 .await?;
-                let org_id = org.id;
                 let response = pb::CreateTenantResponse {
-                    tenant: Some(convert::tenant(org, locale)),
+                    tenant: Some(convert::tenant(&org, &locale)),
                 };
                 if !request_id.is_empty() {
                     idempotency::complete(
                         conn,
                         &method,
                         request_id,
-                        Some(org_id),
+                        Some(org.id),
                         &response.encode_to_vec(),
                     )
                     .await?;
@@ -599,7 +600,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 },
             };
             let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
-            let mut locales = locales(conn, &ids).await?;
+            let locales = locales(conn, &ids).await?;
             let next_page_token = match rows.last() {
                 Some(last) if more => validate::encode_token_with_total(
                     validate::Cursor {
@@ -613,11 +614,8 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
             };
             Ok(pb::ListTenantsResponse {
                 tenants: rows
-                    .into_iter()
-                    .map(|o| {
-                        let locale = locales.remove(&o.id).unwrap_or_default();
-                        convert::tenant(o, locale)
-                    })
+                    .iter()
+                    .map(|o| convert::tenant(o, &locales.get(&o.id).cloned().unwrap_or_default()))
                     .collect(),
                 next_page_token,
                 total_size: i32::try_from(total).unwrap_or(i32::MAX),
@@ -669,7 +667,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
         let locale = locale
             .map(|(timezone, locale)| Locale { timezone, locale })
             .unwrap_or_default();
-        let mut tenant = convert::tenant(org, locale);
+        let mut tenant = convert::tenant(&org, &locale);
         tenant.enabled_features = features
             .iter()
             .filter(|f| f.enabled)
@@ -847,7 +845,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                 .unwrap_or_default();
             self.state.totals.forget();
             return Ok(Response::new(pb::UpdateTenantResponse {
-                tenant: Some(convert::tenant(org, locale)),
+                tenant: Some(convert::tenant(&org, &locale)),
             }));
         }
         // Otherwise a transaction. The row is locked and read first only for a tier change,
@@ -909,7 +907,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                     }
                 };
                 let locale = read.remove(&id).unwrap_or_default();
-                Ok((convert::tenant(org, locale), tier_changed))
+                Ok((convert::tenant(&org, &locale), tier_changed))
             })
             .await?;
         drop(conn);
@@ -993,7 +991,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                     changed.push("max_roblox_sessions");
                 }
                 if changed.is_empty() {
-                    return tenant_message(conn, before).await;
+                    return tenant_message(conn, &before).await;
                 }
                 let below: Vec<&str> = limits
                     .below_usage(&before)
@@ -1023,7 +1021,7 @@ impl pb::tenant_admin_service_server::TenantAdminService for TenantsApi {
                     ),
                 )
                 .await?;
-                tenant_message(conn, org).await
+                tenant_message(conn, &org).await
             })
             .await?;
         Ok(Response::new(pb::UpdateTenantLimitsResponse {

@@ -64,7 +64,7 @@ pub(crate) fn ensure_usable(caller: Option<&Caller>, org: &Organization) -> ApiR
 /// The database error.
 pub(crate) async fn tenant_message(
     conn: &mut AsyncPgConnection,
-    org: Organization,
+    org: &Organization,
 ) -> ApiResult<pb::Tenant> {
     let locale = settings_model::find_settings(conn, org.id)
         .await?
@@ -73,7 +73,7 @@ pub(crate) async fn tenant_message(
             locale: s.locale,
         })
         .unwrap_or_default();
-    Ok(crate::convert::tenant(org, locale))
+    Ok(crate::convert::tenant(org, &locale))
 }
 
 /// The request id of a call: the `x-request-id` metadata, else `fallback` when not empty.
