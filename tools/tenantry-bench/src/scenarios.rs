@@ -1475,6 +1475,20 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         false,
     );
     p99_bar!("S1 vs B1: p99", &s1, &b1, "≤ 1.3", 1.3);
+    // The services' own pollers (provisioning's and the outbox's, about 8 statements/s in
+    // all) run during every run. The echo server issues none, so B1's count is that
+    // background alone; a run's statement check allows twice its share of it, which matters
+    // only when calls are few (a smoke run of a debug build on a slow machine).
+    let span = |r: &Run| r.window.as_secs_f64() + args.warmup;
+    #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^52")]
+    let background_per_s = b.med(&b1, |r| stm(r) * r.issued as f64 / span(r));
+    #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^52")]
+    let allowance = |runs: &[usize]| {
+        let a = b.med(runs, |r| {
+            2.0 * background_per_s * span(r) / r.issued.max(1) as f64
+        });
+        if a.is_finite() { a } else { 0.0 }
+    };
     let st = b.med(&s1, stm);
     push(
         "S1: DB statements per call".into(),
@@ -1482,7 +1496,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         "background only".into(),
         None,
         "0 (< 0.01)",
-        Some(st < 0.01),
+        Some(st < 0.01 + allowance(&s1)),
         true,
     );
     let d = b.med(&s1_seq, p(0.5)) - b.med(&b1_seq, p(0.5));
@@ -1533,7 +1547,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         format!("B3: {:.3}", b.med(&b3, stm)),
         None,
         "1 (platform-mode connection)",
-        Some((st - 1.0).abs() < 0.05),
+        Some(st > 0.95 && st < 1.05 + allowance(&s2)),
         true,
     );
     // Where S2's time goes: tenant-admin's CPU per call against its two parts measured alone,
@@ -1650,7 +1664,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
         "B6 + count: 2".into(),
         None,
         "2 (page, locales)",
-        Some((st - 2.0).abs() < 0.05),
+        Some(st > 1.95 && st < 2.05 + allowance(&s4_deep)),
         true,
     );
 
