@@ -31,6 +31,8 @@ pub(crate) struct Run {
     /// CPU time of the load generator (this process) per issued call, in µs: for a gRPC run
     /// the client's share of the cores, taken from the system under test on a shared machine.
     pub(crate) client_cpu_us_per_call: Option<f64>,
+    /// CPU time of the private Postgres (every process of the cluster) per issued call, in µs.
+    pub(crate) db_cpu_us_per_call: Option<f64>,
 }
 
 impl Run {
@@ -80,6 +82,7 @@ fn empty_run(label: &str, window: Duration) -> Run {
         cpu_us_per_call: None,
         cpu_of: None,
         client_cpu_us_per_call: None,
+        db_cpu_us_per_call: None,
     }
 }
 

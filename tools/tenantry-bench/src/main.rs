@@ -66,6 +66,12 @@ pub(crate) struct Args {
     /// Tokio worker threads of the load generator.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Where the processes run (the reference's two layouts): `shared`, every process free on
+    /// every core, the production-like layout for this machine; `pinned`, the served processes
+    /// (the three services and the echo server) on the first core, the load generator with
+    /// the in-process baselines on the last one, Postgres wherever it lands.
+    #[arg(long, value_enum, default_value_t = Layout::Shared)]
+    layout: Layout,
     /// Short runs that prove the harness works; asserts completion and statement counts, never
     /// a timing.
     #[arg(long)]
@@ -81,6 +87,13 @@ pub(crate) struct Args {
     /// Write the plot (PNG) to this file (default: next to the report, `benchmarks.png`).
     #[arg(long)]
     plot: Option<PathBuf>,
+}
+
+/// See [`Args::layout`].
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    Shared,
+    Pinned,
 }
 
 fn main() -> std::process::ExitCode {
@@ -159,6 +172,16 @@ fn main() -> std::process::ExitCode {
                 );
                 ok = false;
             }
+            // The database's CPU is measured: the point reads' runs cost Postgres something.
+            if (r.label.starts_with("S2 ") || r.label.starts_with("B2 "))
+                && r.db_cpu_us_per_call.is_none_or(|c| c <= 0.0)
+            {
+                eprintln!(
+                    "smoke: run {:?} measured no Postgres CPU ({:?})",
+                    r.label, r.db_cpu_us_per_call
+                );
+                ok = false;
+            }
         }
         println!(
             "smoke: {} runs, {} in {:.1} s",
@@ -212,6 +235,16 @@ fn serve(name: &str, echo_addr: &str, echo_answer: &str) -> std::process::ExitCo
     // session of its own) has a whole share. Failing (already a session leader) changes
     // nothing.
     let _ = nix::unistd::setsid();
+    // The pinned layout: this process (one thread so far; the runtime's threads inherit it)
+    // on the core the bench names.
+    if let Some(cpu) = std::env::var(stack::PIN_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        && let Err(e) = stack::pin_thread(0, cpu)
+    {
+        eprintln!("{name}: pinning to cpu {cpu}: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     tenantry_runtime::telemetry::init();
     // The same runtime as the services' own binaries, sized by TENANTRY_WORKER_THREADS.
     let rt = match tenantry_runtime::rt::from_env() {

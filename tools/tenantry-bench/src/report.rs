@@ -65,8 +65,7 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
          {}; each in a session of its own, so that with autogroup scheduling each gets a CPU \
          share of its own, as a container or a systemd unit does); a private Postgres 15 \
          (durable: fsync and synchronous commit on) with `pg_stat_statements`; the load \
-         generator on {} tokio worker(s). Everything shares the same {cpus} cores (the shared \
-         layout of the reference).\n",
+         generator on {} tokio worker(s). {}\n",
         args.pool_size,
         args.bcrypt_cost.unwrap_or(12),
         args.worker_threads,
@@ -75,7 +74,17 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
         } else {
             "that many tokio workers per process"
         },
-        args.client_threads
+        args.client_threads,
+        match args.layout {
+            crate::Layout::Shared => format!(
+                "Everything shares the same {cpus} cores (the shared layout of the reference, \
+                 `--layout shared`)."
+            ),
+            crate::Layout::Pinned => "The pinned layout of the reference (`--layout pinned`): \
+                 the served processes on the first core, the load generator and the in-process \
+                 baselines on the last, Postgres free on every core."
+                .to_owned(),
+        }
     );
     if let Some(p) = plot {
         let rel = p
@@ -133,13 +142,13 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
     let _ = writeln!(s, "\n## Every run\n");
     let _ = writeln!(
         s,
-        "| Run | req/s | p50 | p99 | p99.9 | max | calls | errors | DB statements/call | CPU µs/call (process) | load generator CPU µs/call |"
+        "| Run | req/s | p50 | p99 | p99.9 | max | calls | errors | DB statements/call | CPU µs/call (process) | load generator CPU µs/call | Postgres CPU µs/call |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &o.runs {
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.label,
             r.rps(),
             fmt_us(us(r.pct_us(0.5))),
@@ -154,6 +163,8 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
                 r.cpu_of.unwrap_or("?")
             )),
             r.client_cpu_us_per_call
+                .map_or("—".into(), |x| format!("{x:.1}")),
+            r.db_cpu_us_per_call
                 .map_or("—".into(), |x| format!("{x:.1}")),
         );
     }

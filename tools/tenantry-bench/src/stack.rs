@@ -164,6 +164,49 @@ impl Db {
         Ok(n.n)
     }
 
+    /// CPU time (utime + stime, in clock ticks) the private Postgres has spent so far: its
+    /// postmaster, every live child (backends, WAL writer, checkpointer, ...) and, through the
+    /// postmaster's `cutime`/`cstime`, every child that has already exited.
+    pub(crate) fn cpu_ticks(&self) -> u64 {
+        let Some(postmaster) =
+            std::fs::read_to_string(self.cluster.data_dir().join("postmaster.pid"))
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        else {
+            return 0;
+        };
+        // utime, stime, cutime, cstime of the postmaster: fields 14–17.
+        let own = || stat_fields(postmaster).map(|f| (11..=14).map(|i| field(&f, i)).sum::<u64>());
+        // A child reaped while its siblings are read would be counted nowhere (or twice): the
+        // backends of a run's connections exit just as it ends. Read again until the
+        // postmaster's count is the same before and after the children.
+        let mut ticks = 0;
+        for _ in 0..20 {
+            let Some(before) = own() else { return 0 };
+            let mut children = 0;
+            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if let Some(f) = stat_fields(pid)
+                    && field(&f, 1) == u64::from(postmaster)
+                {
+                    children += field(&f, 11) + field(&f, 12);
+                }
+            }
+            ticks = before + children;
+            if own() == Some(before) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ticks
+    }
+
     pub(crate) async fn admin_conn(&self) -> Result<AsyncPgConnection> {
         Ok(AsyncPgConnection::establish(&self.admin_url).await?)
     }
@@ -175,6 +218,18 @@ impl Drop for Db {
         let _ = std::fs::remove_dir_all(&self.base);
         leftovers().clusters.retain(|(_, base)| *base != self.base);
     }
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces): index 0 is
+/// field 3 (state), 1 the parent's pid, 11 and 12 utime and stime, 13 and 14 cutime and cstime.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = text.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn field(f: &[String], i: usize) -> u64 {
+    f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// A serving child process.
@@ -283,6 +338,45 @@ impl Addrs {
     }
 }
 
+/// The environment variable that names the core a served process pins itself to (the pinned
+/// layout).
+pub(crate) const PIN_ENV: &str = "TENANTRY_BENCH_CPU";
+
+/// The first and the last core this process may run on, when they differ.
+pub(crate) fn two_cores() -> Result<(usize, usize)> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect();
+    match (<[usize]>::first(&cpus), <[usize]>::last(&cpus)) {
+        (Some(&a), Some(&b)) if a != b => Ok((a, b)),
+        _ => bail!("the pinned layout needs two cores; this process may use {cpus:?}"),
+    }
+}
+
+/// Pins thread `tid` (0: the calling thread) to core `cpu`.
+pub(crate) fn pin_thread(tid: i32, cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set)?;
+    Ok(())
+}
+
+/// Pins every thread of this process to core `cpu`; threads started later inherit it from the
+/// thread that starts them. Processes started before (the private Postgres) keep every core.
+pub(crate) fn pin_process(cpu: usize) -> Result<()> {
+    for entry in std::fs::read_dir("/proc/self/task")?.flatten() {
+        if let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+        {
+            pin_thread(tid, cpu).with_context(|| format!("pinning thread {tid}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// What every child is started with.
 pub(crate) struct Spawn<'a> {
     pub(crate) db: &'a Db,
@@ -292,6 +386,8 @@ pub(crate) struct Spawn<'a> {
     pub(crate) data_dir: &'a Path,
     /// `TENANTRY_WORKER_THREADS` of every served process, the echo's included.
     pub(crate) worker_threads: u16,
+    /// The core every served process pins itself to (the pinned layout).
+    pub(crate) cpu: Option<usize>,
 }
 
 impl Spawn<'_> {
@@ -330,6 +426,9 @@ impl Spawn<'_> {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        if let Some(cpu) = self.cpu {
+            cmd.env(PIN_ENV, cpu.to_string());
+        }
         cmd.args(args);
         let child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
         if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
