@@ -84,7 +84,8 @@ pub(crate) struct Args {
     /// Write the markdown report to this file.
     #[arg(long)]
     write: Option<PathBuf>,
-    /// Write the plot (PNG) to this file (default: next to the report, `benchmarks.png`).
+    /// Write the plot (PNG) to this file (default: the report's path with `.png`, so
+    /// `docs/benchmarks.md` plots to `docs/benchmarks.png`).
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -198,7 +199,7 @@ fn main() -> std::process::ExitCode {
         let plot = args
             .plot
             .clone()
-            .unwrap_or_else(|| path.with_file_name("benchmarks.png"));
+            .unwrap_or_else(|| path.with_extension("png"));
         let plot_written = match report::plot(&outcome, &plot) {
             Ok(()) => {
                 println!("wrote {}", plot.display());

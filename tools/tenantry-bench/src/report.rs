@@ -37,10 +37,11 @@ pub(crate) fn markdown(args: &Args, o: &Outcome, plot: Option<&Path>, out: &Path
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
-        "Produced by `cargo run --release -p tenantry-bench -- --write docs/benchmarks.md` \
+        "Produced by `cargo run --release -p tenantry-bench -- {}` \
          (one run of the full suite, {:.0} s). `cargo test -p tenantry-bench` runs the same \
          harness in `--smoke` mode (short runs; it checks that every run completes without \
          errors and the statements per call, never a timing).\n",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         o.elapsed.as_secs_f64()
     );
     let _ = writeln!(s, "- Date: {}", o.started.format("%Y-%m-%d %H:%M UTC"));
@@ -195,8 +196,13 @@ services' background work (trial sweep, provisioning worker, outbox sender) duri
 that noise floor is why the cached read is judged as `< 0.01`.
 - **CPU per call**: utime + stime of the serving process from `/proc/<pid>/stat` over the run, \
 divided by the calls issued (for the in-process baselines, the bench process itself, load \
-generator included). The last column is the load generator's own CPU per call (the bench \
-process): on a shared 2-core machine it is taken from the system under test.
+generator included). The load generator's column is its own CPU per call (the bench \
+process): on a shared 2-core machine it is taken from the system under test. The Postgres \
+column is the private cluster's: its postmaster, every live child (backends, WAL writer, \
+checkpointer …) and, through the postmaster's `cutime`/`cstime`, every backend that exited \
+during the run. When the two cores are the limit, a ratio of two runs' rates is about the \
+inverse ratio of their three columns' sums: the S2-vs-B2 rows marked (info) make that \
+budget explicit.
 - **B1 echo**: a bare tonic server in its own process with the services' `Server::builder()` \
 settings (HTTP/1 accepted, grpc-web layer, the same per-call trace span), no auth, no cache, \
 answering `TenantSettingsService/CheckFeatures` with a copy of a real answer (same message \
