@@ -4,39 +4,14 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// The pids of `parent`'s children whose command line holds `needle`.
-fn children(parent: u32, needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        // rest: state, ppid, pgrp, session, …
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(parent) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
-}
 
 /// The session a process belongs to.
 fn session(pid: i32) -> Option<i32> {
@@ -84,17 +59,8 @@ fn an_interrupted_run_ends_its_services_and_its_postgres() {
             .unwrap();
         let pid = bench.id();
         // The services are up once the first group starts.
-        let mut lines = BufReader::new(bench.stdout.take().unwrap()).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("the bench ended before its first group")
-                .unwrap();
-            if line.starts_with("== S1") {
-                break;
-            }
-        }
-        let served = children(pid, "__serve");
+        common::wait_for_first_group(&mut bench);
+        let served = common::children(pid, "__serve");
         assert_eq!(served.len(), 4, "three services and the echo server");
         let own = session(i32::try_from(pid).unwrap()).unwrap();
         for &p in &served {
@@ -106,8 +72,7 @@ fn an_interrupted_run_ends_its_services_and_its_postgres() {
             assert_ne!(session(p), Some(own));
         }
         let base = std::env::temp_dir().join(format!("tenantry-bench-pg-{pid}"));
-        let pidfile = std::fs::read_to_string(base.join("pgdata/postmaster.pid")).unwrap();
-        let postmaster: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+        let postmaster = common::postmaster(pid);
         assert!(!ended(postmaster));
 
         kill(Pid::from_raw(i32::try_from(pid).unwrap()), signal).unwrap();

@@ -4,36 +4,12 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// The pids of `parent`'s children whose command line holds `needle`.
-fn children(parent: u32, needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(parent) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
-}
 
 /// The cores every thread of `pid` may run on (`Cpus_allowed_list` of each task).
 fn allowed(pid: i32) -> Vec<String> {
@@ -65,22 +41,13 @@ fn cores(layout: &str) -> (Vec<String>, Vec<Vec<String>>, Vec<String>) {
         .spawn()
         .unwrap();
     let pid = bench.id();
-    let mut lines = BufReader::new(bench.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the bench ended before its first group")
-            .unwrap();
-        if line.starts_with("== S1") {
-            break;
-        }
-    }
+    common::wait_for_first_group(&mut bench);
     let me = allowed(i32::try_from(pid).unwrap());
-    let served: Vec<Vec<String>> = children(pid, "__serve").into_iter().map(allowed).collect();
-    let base = std::env::temp_dir().join(format!("tenantry-bench-pg-{pid}"));
-    let pidfile = std::fs::read_to_string(base.join("pgdata/postmaster.pid")).unwrap();
-    let postmaster: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
-    let pg = allowed(postmaster);
+    let served: Vec<Vec<String>> = common::children(pid, "__serve")
+        .into_iter()
+        .map(allowed)
+        .collect();
+    let pg = allowed(common::postmaster(pid));
     kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGTERM).unwrap();
     let _ = bench.wait().unwrap();
     (me, served, pg)
