@@ -44,6 +44,33 @@ fn worker_threads_must_be_at_least_one() {
 }
 
 #[test]
+fn an_unknown_layout_is_refused_before_anything_starts() {
+    let out = bench(&["--layout", "sideways"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--layout"), "{stderr}");
+    assert!(
+        stderr.contains("shared") && stderr.contains("pinned"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("starting a private Postgres"),
+        "nothing is started for a refused flag"
+    );
+}
+
+#[test]
+fn a_served_process_refuses_a_core_it_cannot_run_on() {
+    let out = bench(
+        &["__serve", "tenant-settings"],
+        &[("TENANTRY_BENCH_CPU", "1000")],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pinning to cpu 1000"), "{stderr}");
+}
+
+#[test]
 fn a_service_refuses_a_runtime_size_that_is_not_a_whole_number_of_at_least_one() {
     // `__serve` builds the runtime the way the service binaries do, before reading anything
     // else of the configuration.
