@@ -17,7 +17,6 @@ use tenantry_proto::settings::v1 as settings_pb;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::Args;
@@ -25,10 +24,10 @@ use crate::baselines;
 use crate::load::{Load, Run, Zipf, closed_loop, open_loop};
 use crate::stack::{self, Addrs, Db, Proc, ProcStat, Spawn};
 
-type AdminClient = admin_pb::tenant_admin_service_client::TenantAdminServiceClient<Channel>;
+type AdminClient = admin_pb::tenant_admin_service_client::TenantAdminServiceClient<stack::Conn>;
 type SettingsClient =
-    settings_pb::tenant_settings_service_client::TenantSettingsServiceClient<Channel>;
-type ProvClient = prov_pb::provisioning_service_client::ProvisioningServiceClient<Channel>;
+    settings_pb::tenant_settings_service_client::TenantSettingsServiceClient<stack::Conn>;
+type ProvClient = prov_pb::provisioning_service_client::ProvisioningServiceClient<stack::Conn>;
 
 /// A row of the results table.
 pub(crate) struct Row {
@@ -468,7 +467,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
     })?;
 
     // The calls.
-    let check_call = |chs: Vec<Channel>| {
+    let check_call = |chs: Vec<stack::Conn>| {
         let hot = Arc::clone(&hot);
         let zipf = zipf.clone();
         let service = service.clone();
@@ -491,7 +490,7 @@ pub(crate) fn run_all(args: &Args) -> Result<Outcome> {
             }
         }
     };
-    let get_tenant_call = |chs: Vec<Channel>| {
+    let get_tenant_call = |chs: Vec<stack::Conn>| {
         let all = Arc::clone(&all);
         let zipf_all = zipf_all.clone();
         let operator = operator.clone();

@@ -468,16 +468,78 @@ async fn serving(addr: SocketAddr) -> bool {
         .is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32)
 }
 
-/// HTTP/2 channels to `addr`, each its own connection.
-pub(crate) async fn channels(addr: SocketAddr, n: usize) -> Result<Vec<Channel>> {
+/// One HTTP/2 connection of the load generator: hyper's connection handle, used by tonic's
+/// generated clients directly.
+///
+/// tonic's `Channel` puts a `tower::buffer::Buffer` in front of the connection: every call is
+/// handed through a channel to a worker task, which sends it and hands the answer back, two more
+/// task wake-ups per call in the load generator's one thread. The load generator shares the two
+/// cores with the system under test, and the in-process baselines (B2–B6) pay no such client, so
+/// its CPU per call is taken from the services' share: this handle sends each call from the
+/// calling task (the connection's own task still does the socket work, as in `Channel`).
+#[derive(Clone)]
+pub(crate) struct Conn {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+    authority: http::uri::Authority,
+}
+
+impl Conn {
+    /// Opens one connection to `addr`, with tonic's `Channel` defaults (`TCP_NODELAY`, hyper's
+    /// HTTP/2 window sizes).
+    pub(crate) async fn connect(addr: SocketAddr) -> Result<Self> {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let (send, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a load-generator connection ended");
+            }
+        });
+        Ok(Self {
+            send,
+            authority: addr.to_string().parse()?,
+        })
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Conn {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        // tonic's generated client sends the path alone; HTTP/2 wants scheme and authority.
+        let mut uri = std::mem::take(req.uri_mut()).into_parts();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        if let Ok(uri) = http::Uri::from_parts(uri) {
+            *req.uri_mut() = uri;
+        }
+        Box::pin(self.send.send_request(req))
+    }
+}
+
+/// `n` HTTP/2 connections to `addr` for the load generator.
+pub(crate) async fn channels(addr: SocketAddr, n: usize) -> Result<Vec<Conn>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
-        out.push(
-            Channel::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await
-                .with_context(|| format!("connecting to {addr}"))?,
-        );
+        out.push(Conn::connect(addr).await?);
     }
     Ok(out)
 }
