@@ -22,7 +22,7 @@ pub mod urls;
 pub use migrate::{APP_ROLE, MIGRATIONS, MigrateError, OWNER_ROLE, ensure_database, migrate};
 pub use pool::{
     Bb8Conn, PlatformPool, Pool, PoolConfig, PoolError, PooledConn, SHARED_READS_APPLICATION_NAME,
-    connect, connect_platform, platform_url,
+    connect, connect_platform, platform_url, session_url,
 };
 pub use scope::{Scope, set_scope};
 

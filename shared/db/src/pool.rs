@@ -117,19 +117,23 @@ impl PoolConfig {
     }
 }
 
-/// Builds the pool. Connections are opened lazily; none is tested on checkout, since a ping per
+/// Builds the pool; its sessions use generic plans ([`session_url`]). Connections are opened
+/// lazily; none is tested on checkout, since a ping per
 /// checkout halves throughput (a broken connection is dropped when a query fails on it).
 ///
 /// # Errors
 ///
 /// Never in practice: bb8 only fails here for a `min_idle` it cannot reach.
 pub async fn connect(config: &PoolConfig) -> Result<Pool, PoolError> {
+    build(&session_url(&config.url), config)
+}
+
+/// The pool of [`connect`] on the connection string `url` as it is.
+fn build(url: &str, config: &PoolConfig) -> Result<Pool, PoolError> {
     let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
     manager_config.recycling_method = RecyclingMethod::Fast;
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        &config.url,
-        manager_config,
-    );
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, manager_config);
     let inner = bb8::Pool::builder()
         .max_size(config.max_size)
         .connection_timeout(config.connect_timeout)
@@ -329,33 +333,63 @@ impl PlatformPool {
     }
 }
 
-/// The connection string `url` with `tenantry.platform = on` and
-/// `plan_cache_mode = force_generic_plan` in its startup options.
+/// The startup option of every pooled session: plans built once per prepared statement.
+const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+/// The startup option of a platform-mode session.
+const PLATFORM_MODE: &str = "-c tenantry.platform=on";
+
+/// The connection string `url` with `options` (space-separated `-c name=value` pairs) added to
+/// its startup options, ahead of any it already has.
+fn with_options(url: &str, options: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            // Spaces as %20: libpq-style URL parsers (tokio-postgres among them) do not read `+`.
+            let encoded = options.replace(' ', "%20").replace('=', "%3D");
+            let query = u.query().unwrap_or_default();
+            let pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+            let mut merged = false;
+            let mut out: Vec<String> = pairs
+                .iter()
+                .map(|p| match p.strip_prefix("options=") {
+                    Some(theirs) if !merged => {
+                        merged = true;
+                        format!("options={encoded}%20{theirs}")
+                    }
+                    _ => (*p).to_owned(),
+                })
+                .collect();
+            if !merged {
+                out.push(format!("options={encoded}"));
+            }
+            let mut u = u;
+            u.set_query(None);
+            format!("{u}?{}", out.join("&"))
+        }
+        // A key=value connection string (its own `options`, if any, is replaced).
+        Err(_) => format!("{url} options='{options}'"),
+    }
+}
+
+/// The connection string `url` with `plan_cache_mode = force_generic_plan` in its startup
+/// options: what every pool of [`connect`] opens.
 ///
-/// Generic plans: the listing's keyset page ends in `LIMIT $n`, and for a parameter limit
-/// Postgres' generic plan is costed as if it returned a tenth of the table, so it kept building
-/// a custom plan on every execution of the prepared statement (a quarter of Postgres' CPU per
-/// ListTenants call, in a profile of its backends). The generic plan is the same index scan.
-/// Platform-mode sessions run the super admins' reads and the listing, whose plans do not
-/// depend on the values bound.
+/// Generic plans: the listings' keyset pages end in `LIMIT $n`, and for a parameter limit
+/// Postgres costs the generic plan as if a tenth of the table came back, so it kept building a
+/// custom plan on every execution of the prepared statement (a quarter of Postgres' CPU per
+/// ListTenants call, in a profile of its backends; every ListMembers, ListInvitations and audit
+/// page paid the same). The generic plan is the same index scan. The services' statements are
+/// point reads, keyset pages and single-row writes, whose plans do not depend on the values
+/// bound.
+#[must_use]
+pub fn session_url(url: &str) -> String {
+    with_options(url, GENERIC_PLANS)
+}
+
+/// The connection string `url` with `tenantry.platform = on` and
+/// `plan_cache_mode = force_generic_plan` (see [`session_url`]) in its startup options.
 #[must_use]
 pub fn platform_url(url: &str) -> String {
-    const OPTION: &str = "-c tenantry.platform=on -c plan_cache_mode=force_generic_plan";
-    match url::Url::parse(url) {
-        // Spaces as %20: libpq-style URL parsers (tokio-postgres among them) do not read `+`.
-        Ok(u) => {
-            let sep = if u.query().is_some_and(|q| !q.is_empty()) {
-                '&'
-            } else {
-                '?'
-            };
-            format!(
-                "{u}{sep}options=-c%20tenantry.platform%3Don%20-c%20plan_cache_mode%3Dforce_generic_plan"
-            )
-        }
-        // A key=value connection string.
-        Err(_) => format!("{url} options='{OPTION}'"),
-    }
+    with_options(url, &format!("{PLATFORM_MODE} {GENERIC_PLANS}"))
 }
 
 /// Builds a [`PlatformPool`] with `config`'s settings.
@@ -364,18 +398,15 @@ pub fn platform_url(url: &str) -> String {
 ///
 /// As [`connect`].
 pub async fn connect_platform(config: &PoolConfig) -> Result<PlatformPool, PoolError> {
-    let config = PoolConfig {
-        url: platform_url(&config.url),
-        ..config.clone()
-    };
+    let url = platform_url(&config.url);
     Ok(PlatformPool {
-        pool: connect(&config).await?,
+        pool: build(&url, config)?,
         shared: Arc::new(Shared {
             slots: (0..config.shared_readers)
                 .map(|_| Slot::default())
                 .collect(),
             next: AtomicUsize::new(0),
-            url: config.url,
+            url,
             connect_timeout: config.connect_timeout,
         }),
     })
@@ -383,7 +414,7 @@ pub async fn connect_platform(config: &PoolConfig) -> Result<PlatformPool, PoolE
 
 #[cfg(test)]
 mod tests {
-    use super::platform_url;
+    use super::{platform_url, session_url};
 
     #[test]
     fn platform_url_adds_the_startup_option() {
@@ -401,6 +432,20 @@ mod tests {
             platform_url("host=h user=app dbname=db"),
             "host=h user=app dbname=db \
              options='-c tenantry.platform=on -c plan_cache_mode=force_generic_plan'"
+        );
+    }
+
+    #[test]
+    fn session_url_adds_generic_plans_and_keeps_the_options_a_url_has() {
+        assert_eq!(
+            session_url("postgres://app@h/db"),
+            "postgres://app@h/db?options=-c%20plan_cache_mode%3Dforce_generic_plan"
+        );
+        // A deployment's own options stay, after ours (a later `-c` wins in Postgres).
+        assert_eq!(
+            session_url("postgres://app@h/db?options=-c%20statement_timeout%3D5s&sslmode=disable"),
+            "postgres://app@h/db?options=-c%20plan_cache_mode%3Dforce_generic_plan\
+             %20-c%20statement_timeout%3D5s&sslmode=disable"
         );
     }
 }
