@@ -118,8 +118,8 @@ impl PoolConfig {
 }
 
 /// Builds the pool; its sessions use generic plans ([`session_url`]). Connections are opened
-/// lazily; none is tested on checkout, since a ping per
-/// checkout halves throughput (a broken connection is dropped when a query fails on it).
+/// lazily; none is tested on checkout, since a ping per checkout halves throughput (a broken
+/// connection is dropped when a query fails on it).
 ///
 /// # Errors
 ///
@@ -376,8 +376,9 @@ fn with_options(url: &str, options: &str) -> String {
 /// Generic plans: the listings' keyset pages end in `LIMIT $n`, and for a parameter limit
 /// Postgres costs the generic plan as if a tenth of the table came back, so it kept building a
 /// custom plan on every execution of the prepared statement (a quarter of Postgres' CPU per
-/// ListTenants call, in a profile of its backends; every ListMembers, ListInvitations and audit
-/// page paid the same). The generic plan is the same index scan. The services' statements are
+/// ListTenants call, in a profile of its backends; a tenant's pages of members, invitations or
+/// audit events pay the same once a big tenant makes their generic plan look dear). The generic
+/// plan is the same index scan. The services' statements are
 /// point reads, keyset pages and single-row writes, whose plans do not depend on the values
 /// bound.
 #[must_use]
