@@ -35,20 +35,23 @@ async fn plans(conn: &mut AsyncPgConnection, prefix: &str) -> Plans {
     .unwrap()
 }
 
+/// Runs one statement of the test's setup.
+async fn run(conn: &mut AsyncPgConnection, sql: &str) {
+    diesel::sql_query(sql).execute(conn).await.unwrap();
+}
+
 async fn seed(db: &TestDb, n: usize) {
     let mut conn = db.admin_conn().await;
-    diesel::sql_query(format!(
-        "INSERT INTO organizations (name, slug, email) \
-         SELECT 'Plan ' || i, 'plan-' || i, 'owner' || i || '@plan.test' \
-         FROM generate_series(1, {n}) AS i"
-    ))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    diesel::sql_query("ANALYZE organizations")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    run(
+        &mut conn,
+        &format!(
+            "INSERT INTO organizations (name, slug, email) \
+             SELECT 'Plan ' || i, 'plan-' || i, 'owner' || i || '@plan.test' \
+             FROM generate_series(1, {n}) AS i"
+        ),
+    )
+    .await;
+    run(&mut conn, "ANALYZE organizations").await;
 }
 
 const PAGE: &str = "SELECT \"organizations\".\"id\"";
@@ -126,29 +129,24 @@ async fn ten_member_pages(conn: &mut AsyncPgConnection, org: Uuid) -> Plans {
 async fn a_tenant_scoped_session_plans_the_members_page_once() {
     let db = TestDb::new().await;
     let mut admin = db.admin_conn().await;
-    diesel::sql_query(
+    run(
+        &mut admin,
         "INSERT INTO organizations (name, slug, email) VALUES \
          ('Plan A', 'plan-a', 'owner@plan-a.test'), ('Plan B', 'plan-b', 'owner@plan-b.test')",
     )
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    .await;
     // 300 members in one tenant, 20,000 in the other: a big tenant makes a page's generic plan
     // look dear (a tenth of the average tenant), so without the option every execution is
     // planned afresh, as with the tenant list.
-    diesel::sql_query(
+    run(
+        &mut admin,
         "INSERT INTO users (organization_id, email, username) \
          SELECT o.id, 'u' || i || '@' || o.slug || '.test', 'user-' || o.slug || '-' || i \
          FROM organizations o, \
               generate_series(1, CASE o.slug WHEN 'plan-a' THEN 300 ELSE 20000 END) AS i",
     )
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    diesel::sql_query("ANALYZE users")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    .await;
+    run(&mut admin, "ANALYZE users").await;
     #[derive(diesel::QueryableByName)]
     struct Id {
         #[diesel(sql_type = diesel::sql_types::Uuid)]
